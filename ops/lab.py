@@ -1,0 +1,953 @@
+"""The local lab: a replica of the course cluster on one machine, with Docker.
+
+Three containers boot systemd with sshd: ``ctl`` (slurm_controller, web, registry) and
+``gpu1``, ``gpu2`` (gpu_servers). They share a user-defined bridge network (each resolves
+the others by node name) and a Docker volume mounted at /home on every node (the NFS
+homes of the real cluster). Ansible, pyinfra and testinfra reach them over SSH on ports
+published on 127.0.0.1, with a key pair the lab generates into ``<inventory>/.lab/``;
+:func:`up` writes ``<inventory>/hosts.yml`` so every tool reads the same inventory.
+
+Nothing is pulled from a registry: the base image is made with debootstrap, configured
+from the files under ``images/lab-base/``, imported with ``docker import`` and tagged by
+the hash of those files, so it is built once and reused until they change.
+
+Everything the lab creates in Docker carries the label ``course-ops.lab=<lab name>``;
+:func:`down` removes exactly that and checks nothing of it is left.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import logging
+import os
+import re
+import shutil
+import socket
+import subprocess
+import tarfile
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+import requests.exceptions
+import yaml
+
+from ops import REPO_ROOT
+from ops.errors import EngineError, InputError, OpsError, RemoteError
+
+_LOG = logging.getLogger(__name__)
+
+Log = Callable[[str], None]
+
+#: Where the base image's package list, masked units and rootfs overlay live.
+IMAGE_DIR = REPO_ROOT / "images" / "lab-base"
+IMAGE_REPOSITORY = "course-ops/lab-base"
+SUITE = "bookworm"
+DEFAULT_MIRROR = "http://deb.debian.org/debian"
+DEFAULT_LAB_NAME = "course-ops-lab"
+
+#: The label on every container, network and volume of a lab; its value is the lab name.
+LABEL = "course-ops.lab"
+NODE_LABEL = "course-ops.lab.node"
+IMAGE_LABEL = "course-ops.image"
+
+#: How long :func:`up` waits for every node's systemd and sshd, in seconds.
+READY_TIMEOUT = 120.0
+_POLL_INTERVAL = 0.5
+_API_TIMEOUT = 120
+_DEBOOTSTRAP_TIMEOUT = 1800
+_SSH_TIMEOUT = 20
+
+#: Dockerfile instructions applied on import; part of the image tag's hash.
+_IMPORT_CHANGES = (
+    'CMD ["/lib/systemd/systemd"]',
+    "ENV container=docker",
+    "ENV LANG=C.UTF-8",
+    f"LABEL {IMAGE_LABEL}=lab-base",
+)
+#: Bump when the build recipe in this module changes in a way the files do not show.
+_RECIPE_VERSION = "1"
+
+_HOSTS_HEADER = "# Written by `ops lab up`"
+_KEY_COMMENT = "course-ops-lab"
+_SSH_OPTIONS = (
+    "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR"
+    " -o IdentitiesOnly=yes"
+)
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,49}")
+_ENGINE_HINT = (
+    "start one (`sudo systemctl start docker`, or `sudo dockerd &` where there is no "
+    "systemd); install it with `sudo apt-get install docker.io`"
+)
+
+
+@dataclass(frozen=True)
+class LabNode:
+    name: str
+    groups: tuple[str, ...]
+
+
+NODES: tuple[LabNode, ...] = (
+    LabNode("ctl", ("slurm_controller", "web", "registry")),
+    LabNode("gpu1", ("gpu_servers",)),
+    LabNode("gpu2", ("gpu_servers",)),
+)
+
+
+@dataclass
+class NodeStatus:
+    name: str
+    container: str
+    port: int | None
+    state: str  # Docker's container state, or "missing"
+    systemd: str  # `systemctl is-system-running`, or "-" when the container is not running
+    ssh: bool  # 127.0.0.1:port answers with an SSH banner
+
+    @property
+    def healthy(self) -> bool:
+        """Running, systemd fully up (not degraded) and sshd answering."""
+        return self.state == "running" and self.systemd == "running" and self.ssh
+
+
+# --------------------------------------------------------------------------- inventory
+
+
+def lab_name(inventory_dir: Path) -> str:
+    """The lab's name: ``lab_name`` in ``group_vars/all.yml``, else ``course-ops-lab``."""
+    path = Path(inventory_dir) / "group_vars" / "all.yml"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return DEFAULT_LAB_NAME
+    except OSError as exc:
+        raise InputError(path, None, f"cannot read: {exc.strerror}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or "not valid YAML"
+        raise InputError(
+            path, mark.line + 1 if mark else None, f"not valid YAML: {problem}"
+        ) from exc
+    if data is None:
+        return DEFAULT_LAB_NAME
+    if not isinstance(data, dict):
+        raise InputError(path, None, "expected a mapping of variables")
+    value = data.get("lab_name")
+    if value is None:
+        return DEFAULT_LAB_NAME
+    if not isinstance(value, str) or not _NAME_RE.fullmatch(value):
+        raise InputError(
+            path,
+            _line_of(text, "lab_name"),
+            f"lab_name {value!r} cannot name containers",
+            hint="use 1-50 letters, digits, '.', '_' or '-', starting with a letter or digit",
+        )
+    return value
+
+
+def _line_of(text: str, key: str) -> int | None:
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.startswith(f"{key}:"):
+            return number
+    return None
+
+
+def key_path(inventory_dir: Path) -> Path:
+    """The lab's private SSH key (its public half is beside it, with ``.pub``)."""
+    return Path(inventory_dir).resolve() / ".lab" / "id_ed25519"
+
+
+def hosts_path(inventory_dir: Path) -> Path:
+    return Path(inventory_dir) / "hosts.yml"
+
+
+def render_hosts(lab: str, key: Path, ports: Mapping[str, int]) -> str:
+    """The Ansible YAML inventory of the lab; each host's vars given in its first group."""
+    lines = [
+        f"{_HOSTS_HEADER} for lab {lab}; regenerated on every run, do not edit.",
+        "all:",
+        "  vars:",
+        "    ansible_user: root",
+        f"    ansible_ssh_private_key_file: {_quote(str(Path(key).resolve()))}",
+        f"    ansible_ssh_common_args: {_quote(_SSH_OPTIONS)}",
+        "    ansible_python_interpreter: /usr/bin/python3",
+        "  children:",
+    ]
+    described: set[str] = set()
+    for group in _groups():
+        lines += [f"    {group}:", "      hosts:"]
+        for node in NODES:
+            if group not in node.groups:
+                continue
+            if node.name in described:
+                lines.append(f"        {node.name}: {{}}")
+            else:
+                described.add(node.name)
+                port = int(ports[node.name])
+                lines.append(
+                    f"        {node.name}: {{ansible_host: 127.0.0.1, ansible_port: {port}}}"
+                )
+    return "\n".join(lines) + "\n"
+
+
+def _groups() -> list[str]:
+    """Every group of :data:`NODES`, in order of first appearance."""
+    return list(dict.fromkeys(group for node in NODES for group in node.groups))
+
+
+def _quote(value: str) -> str:
+    """A YAML double-quoted scalar (JSON's string syntax is a subset of it)."""
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
+
+
+def _write_if_changed(path: Path, text: str) -> bool:
+    try:
+        if path.read_text(encoding="utf-8") == text:
+            return False
+    except FileNotFoundError:
+        pass
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return True
+
+
+# --------------------------------------------------------------------------- the key
+
+
+def ensure_key(inventory_dir: Path, log: Log = _LOG.info) -> Path:
+    """Generate the lab's ed25519 key pair once; return the private key's path."""
+    key = key_path(inventory_dir)
+    pub = _pub(key)
+    key.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    key.parent.chmod(0o700)
+    keygen = _tool("ssh-keygen", "openssh-client")
+    if not key.exists():
+        log(f"generating the lab's SSH key ({key})")
+        pub.unlink(missing_ok=True)
+        _run([keygen, "-q", "-t", "ed25519", "-N", "", "-C", _KEY_COMMENT, "-f", str(key)])
+    elif not pub.exists():
+        public = _run([keygen, "-y", "-f", str(key)])
+        pub.write_text(f"{' '.join(public.split()[:2])} {_KEY_COMMENT}\n", encoding="utf-8")
+    key.chmod(0o600)
+    return key
+
+
+def _pub(key: Path) -> Path:
+    return key.with_name(key.name + ".pub")
+
+
+def _tool(name: str, package: str) -> str:
+    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin:/usr/bin:/bin")
+    if not found:
+        raise EngineError(
+            f"`{name}` is not installed", hint=f"install it: `sudo apt-get install {package}`"
+        )
+    return found
+
+
+def _run(argv: Sequence[str], *, timeout: float = 60) -> str:
+    _LOG.debug("running %s", argv)
+    try:
+        done = subprocess.run(
+            list(argv), capture_output=True, text=True, timeout=timeout, check=False
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise OpsError(f"`{argv[0]}` did not finish in {timeout:.0f} s") from exc
+    if done.returncode:
+        raise OpsError(f"`{' '.join(argv)}` failed: {_last_line(done.stderr or done.stdout)}")
+    return done.stdout
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else "(no output)"
+
+
+# --------------------------------------------------------------------------- Docker
+
+
+def _engine_address() -> str:
+    return os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+
+
+def _client() -> Any:
+    """A Docker client that has answered a ping, or :class:`EngineError`."""
+    try:
+        client = docker.from_env(timeout=_API_TIMEOUT)
+        client.ping()
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+        _LOG.debug("the Docker engine did not answer: %s", exc)
+        if _permission_denied(exc):
+            raise EngineError(
+                f"the Docker engine at {_engine_address()} refuses this user (permission denied)",
+                hint="run as root, or join the docker group (`sudo usermod -aG docker $USER`, "
+                "then log in again)",
+            ) from exc
+        raise EngineError(
+            f"no Docker engine answers at {_engine_address()}", hint=_ENGINE_HINT
+        ) from exc
+    return client
+
+
+def _permission_denied(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    for _ in range(10):  # the SDK wraps requests, which wraps urllib3, which wraps OSError
+        if seen is None:
+            return False
+        if isinstance(seen, PermissionError) or "Permission denied" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+@contextlib.contextmanager
+def _docker(what: str) -> Iterator[None]:
+    """Turn the Docker SDK's exceptions into one-line :class:`OpsError` messages."""
+    try:
+        yield
+    except docker.errors.APIError as exc:  # before requests': it is also an HTTPError
+        raise OpsError(f"{what}: {_one_line(exc.explanation or str(exc))}") from exc
+    except docker.errors.DockerException as exc:
+        raise OpsError(f"{what}: {_one_line(str(exc))}") from exc
+    except requests.exceptions.ConnectionError as exc:
+        raise EngineError(
+            f"lost the Docker engine at {_engine_address()} while {what}", hint=_ENGINE_HINT
+        ) from exc
+    except requests.exceptions.RequestException as exc:
+        raise OpsError(f"{what}: the Docker engine did not answer in time ({exc})") from exc
+
+
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
+def _container_name(lab: str, node: LabNode) -> str:
+    return f"{lab}-{node.name}"
+
+
+def _volume_name(lab: str) -> str:
+    return f"{lab}-home"
+
+
+def _get(collection: Any, name: str) -> Any | None:
+    try:
+        return collection.get(name)
+    except docker.errors.NotFound:
+        return None
+
+
+def _check_owned(obj: Any, kind: str, lab: str) -> None:
+    labels = obj.attrs.get("Labels") or obj.attrs.get("Config", {}).get("Labels") or {}
+    if labels.get(LABEL) != lab:
+        raise OpsError(
+            f"a Docker {kind} named {obj.name} exists but is not part of lab {lab}",
+            hint="remove it, or set another `lab_name` in group_vars/all.yml",
+        )
+
+
+def container_spec(lab: str, node: LabNode, image: str) -> dict[str, Any]:
+    """Keyword arguments of ``containers.create`` for one node (all but networking).
+
+    systemd boots without ``--privileged`` (refused on hosts that lack some capabilities):
+    a few capabilities, no seccomp/AppArmor filter, the host's cgroup namespace and
+    hierarchy, and tmpfs on /run.
+    """
+    return {
+        "image": image,
+        "name": _container_name(lab, node),
+        "hostname": node.name,
+        "labels": {LABEL: lab, NODE_LABEL: node.name},
+        "command": ["/lib/systemd/systemd"],
+        "environment": {"container": "docker"},
+        "stop_signal": "SIGRTMIN+3",
+        "cap_add": ["SYS_ADMIN", "NET_ADMIN", "SYS_PTRACE"],
+        "security_opt": ["seccomp=unconfined", "apparmor=unconfined"],
+        "cgroupns": "host",
+        "volumes": {
+            "/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw"},
+            _volume_name(lab): {"bind": "/home", "mode": "rw"},
+        },
+        "tmpfs": {
+            "/run": "rw,nosuid,nodev,exec,mode=755,size=64m",
+            "/run/lock": "rw,nosuid,nodev,noexec,size=5m",
+        },
+        "ports": {"22/tcp": ("127.0.0.1", None)},
+        "detach": True,
+    }
+
+
+def _ensure_network(client: Any, lab: str, log: Log) -> None:
+    with _docker(f"creating network {lab}"):
+        network = _get(client.networks, lab)
+        if network is None:
+            log(f"creating network {lab}")
+            client.networks.create(lab, driver="bridge", labels={LABEL: lab})
+        else:
+            _check_owned(network, "network", lab)
+
+
+def _ensure_volume(client: Any, lab: str, log: Log) -> None:
+    name = _volume_name(lab)
+    with _docker(f"creating volume {name}"):
+        volume = _get(client.volumes, name)
+        if volume is None:
+            log(f"creating volume {name} (the shared /home)")
+            client.volumes.create(name, labels={LABEL: lab})
+        else:
+            _check_owned(volume, "volume", lab)
+
+
+def _create_container(client: Any, lab: str, node: LabNode, image: str) -> Any:
+    spec = container_spec(lab, node, image)
+    with _docker(f"creating container {spec['name']}"):
+        endpoint = client.api.create_endpoint_config(aliases=[node.name])
+        return client.containers.create(network=lab, networking_config={lab: endpoint}, **spec)
+
+
+def _authorized_keys(container: Any) -> str:
+    try:
+        chunks, _ = container.get_archive("/root/.ssh/authorized_keys")
+    except docker.errors.NotFound:
+        return ""
+    with tarfile.open(fileobj=io.BytesIO(b"".join(chunks))) as tar:
+        member = tar.next()
+        data = tar.extractfile(member) if member else None
+        return data.read().decode("utf-8", "replace") if data else ""
+
+
+def _install_key(container: Any, public_key: str) -> None:
+    """Make sure root's authorized_keys on ``container`` holds ``public_key``."""
+    with _docker(f"installing the lab's key in {container.name}"):
+        text = authorized_keys_with(_authorized_keys(container), public_key)
+        if text is None:
+            return
+        buffer, now = io.BytesIO(), time.time()
+        with tarfile.open(fileobj=buffer, mode="w") as tar:
+            directory = tarfile.TarInfo(".ssh")
+            directory.type, directory.mode, directory.mtime = tarfile.DIRTYPE, 0o700, now
+            tar.addfile(directory)
+            data = text.encode("utf-8")
+            entry = tarfile.TarInfo(".ssh/authorized_keys")
+            entry.size, entry.mode, entry.mtime = len(data), 0o600, now
+            tar.addfile(entry, io.BytesIO(data))
+        container.put_archive("/root", buffer.getvalue())
+
+
+def authorized_keys_with(current: str, public_key: str) -> str | None:
+    """``current`` with ``public_key`` in place of older lab keys; None if already so.
+
+    Other keys (a staff member's, one a role added) are kept.
+    """
+    lines = current.splitlines()
+    if public_key in lines:
+        return None
+    kept = [line for line in lines if line.split()[-1:] != [_KEY_COMMENT]]
+    return "\n".join([*kept, public_key]) + "\n"
+
+
+def _port(container: Any) -> int | None:
+    bindings = (container.attrs.get("NetworkSettings", {}).get("Ports") or {}).get("22/tcp")
+    for binding in bindings or []:
+        if binding.get("HostPort"):
+            return int(binding["HostPort"])
+    return None
+
+
+def _systemd_state(container: Any) -> str:
+    if container.status != "running":
+        return "-"
+    try:
+        _, output = container.exec_run(["systemctl", "is-system-running"])
+    except docker.errors.APIError as exc:
+        _LOG.debug("systemctl in %s: %s", container.name, exc)
+        return "unknown"
+    state = _last_line(output.decode("utf-8", "replace"))
+    return state if re.fullmatch(r"[a-z-]+", state) else "unknown"
+
+
+def _failed_units(container: Any) -> str:
+    _, output = container.exec_run(
+        ["systemctl", "list-units", "--failed", "--plain", "--no-legend", "--no-pager"]
+    )
+    units = [line.split()[0] for line in output.decode("utf-8", "replace").splitlines() if line]
+    return ", ".join(units) or "none listed"
+
+
+def ssh_banner(port: int | None, *, timeout: float = 2.0) -> bool:
+    """Whether 127.0.0.1:``port`` answers with an SSH banner."""
+    if port is None:
+        return False
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+            sock.settimeout(timeout)
+            return sock.recv(64).startswith(b"SSH-")
+    except OSError:
+        return False
+
+
+def ssh_argv(key: Path, port: int, *command: str) -> list[str]:
+    """``ssh`` as root into a lab node, non-interactively."""
+    return [
+        _tool("ssh", "openssh-client"),
+        "-i", str(key),
+        "-p", str(port),
+        *_SSH_OPTIONS.split(),
+        "-o", "BatchMode=yes",
+        "-o", "ConnectTimeout=5",
+        "root@127.0.0.1",
+        *command,
+    ]  # fmt: skip
+
+
+def _ssh_error(key: Path, port: int) -> str | None:
+    """None when ``ssh ... true`` works, else why not."""
+    try:
+        done = subprocess.run(
+            ssh_argv(key, port, "true"),
+            capture_output=True,
+            text=True,
+            timeout=_SSH_TIMEOUT,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return f"ssh did not finish in {_SSH_TIMEOUT} s"
+    return None if done.returncode == 0 else _last_line(done.stderr)
+
+
+def _node_status(client: Any, lab: str, node: LabNode) -> NodeStatus:
+    name = _container_name(lab, node)
+    container = _get(client.containers, name)
+    if container is None:
+        return NodeStatus(node.name, name, None, "missing", "-", False)
+    port = _port(container)
+    running = container.status == "running"
+    return NodeStatus(
+        node.name,
+        name,
+        port,
+        container.status,
+        _systemd_state(container),
+        running and ssh_banner(port),
+    )
+
+
+# --------------------------------------------------------------------------- the base image
+
+
+def _read_list(path: Path) -> list[str]:
+    items = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        item = line.split("#", 1)[0].strip()
+        if item:
+            items.append(item)
+    return items
+
+
+def _image_files(image_dir: Path) -> list[Path]:
+    """The files whose content makes the image: lists and the rootfs overlay."""
+    files = [image_dir / "packages.txt", image_dir / "masked-units.txt"]
+    overlay = image_dir / "rootfs"
+    if overlay.is_dir():
+        files += sorted(p for p in overlay.rglob("*") if p.is_file() or p.is_symlink())
+    return files
+
+
+def base_image_tag(image_dir: Path = IMAGE_DIR) -> str:
+    """``course-ops/lab-base:bookworm-<12 hex>``, hashed from what goes into the image."""
+    digest = hashlib.sha256()
+    for part in (SUITE, _RECIPE_VERSION, *_IMPORT_CHANGES):
+        digest.update(part.encode() + b"\0")
+    for path in _image_files(image_dir):
+        rel = path.relative_to(image_dir).as_posix()
+        if path.is_symlink():
+            body = b"->" + os.readlink(path).encode()
+        else:
+            executable = b"x" if os.access(path, os.X_OK) else b"-"
+            body = executable + path.read_bytes()
+        digest.update(rel.encode() + b"\0" + body + b"\0")
+    return f"{IMAGE_REPOSITORY}:{SUITE}-{digest.hexdigest()[:12]}"
+
+
+def debian_mirror(
+    environ: Mapping[str, str] | None = None,
+    sources: Sequence[Path] = (
+        Path("/etc/apt/sources.list.d/debian.sources"),
+        Path("/etc/apt/sources.list"),
+    ),
+) -> str:
+    """``OPS_LAB_MIRROR``, else the host's first Debian mirror, else deb.debian.org."""
+    env = os.environ if environ is None else environ
+    if env.get("OPS_LAB_MIRROR"):
+        return env["OPS_LAB_MIRROR"]
+    for path in sources:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError:
+            continue
+        for uri in _source_uris(text):
+            if uri.startswith(("http://", "https://")) and "security" not in uri:
+                return uri.rstrip("/")
+    return DEFAULT_MIRROR
+
+
+def _source_uris(text: str) -> Iterator[str]:
+    """URIs of deb822 ``URIs:`` fields and one-line ``deb`` entries, in file order."""
+    for raw in text.splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if line.lower().startswith("uris:"):
+            yield from line.split(":", 1)[1].split()
+        elif line.startswith("deb "):
+            words = re.sub(r"\[[^\]]*\]", " ", line[4:]).split()
+            if words:
+                yield words[0]
+
+
+def ensure_base_image(client: Any, *, log: Log = _LOG.info, image_dir: Path = IMAGE_DIR) -> str:
+    """The base image's tag, building it first unless that tag exists already."""
+    tag = base_image_tag(image_dir)
+    with _docker(f"looking for image {tag}"):
+        if _get(client.images, tag) is not None:
+            _LOG.debug("base image %s exists", tag)
+            return tag
+    if os.geteuid() != 0:
+        raise EngineError(
+            f"building the lab base image {tag} needs root",
+            hint="run `sudo ops lab up` once; later runs reuse the image",
+        )
+    debootstrap = _tool("debootstrap", "debootstrap")
+    mirror = debian_mirror()
+    log(f"building the lab base image {tag} (debootstrap from {mirror}, about a minute)")
+    started = time.monotonic()
+    scratch = os.environ.get("TMPDIR") or "/var/tmp"
+    with tempfile.TemporaryDirectory(prefix="course-ops-lab-base-", dir=scratch) as tmp:
+        rootfs = Path(tmp) / "rootfs"
+        try:
+            _debootstrap(debootstrap, rootfs, _read_list(image_dir / "packages.txt"), mirror)
+            _configure_rootfs(rootfs, image_dir)
+            log("importing the root file system into Docker")
+            _import_rootfs(client, rootfs, tag)
+        finally:
+            _unmount_below(rootfs)
+    log(f"built {tag} in {time.monotonic() - started:.0f} s")
+    return tag
+
+
+def _debootstrap(debootstrap: str, rootfs: Path, packages: list[str], mirror: str) -> None:
+    argv = [
+        debootstrap,
+        "--variant=minbase",
+        f"--include={','.join(packages)}",
+        SUITE,
+        str(rootfs),
+        mirror,
+    ]
+    env = {
+        **os.environ,
+        "LC_ALL": "C",
+        "DEBIAN_FRONTEND": "noninteractive",
+        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+    }
+    _LOG.debug("running %s", argv)
+    try:
+        done = subprocess.run(
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+            timeout=_DEBOOTSTRAP_TIMEOUT,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise OpsError(
+            f"debootstrap did not finish in {_DEBOOTSTRAP_TIMEOUT} s",
+            hint=f"is {mirror} reachable? set OPS_LAB_MIRROR to a closer Debian mirror",
+        ) from exc
+    for line in done.stdout.splitlines():
+        _LOG.debug("debootstrap: %s", line)
+    if done.returncode:
+        raise OpsError(
+            f"debootstrap failed (exit {done.returncode}): {_last_line(done.stdout)}",
+            hint=f"is {mirror} reachable? set OPS_LAB_MIRROR to another Debian mirror",
+        )
+
+
+def _configure_rootfs(rootfs: Path, image_dir: Path) -> None:
+    """Apply images/lab-base/ to a fresh debootstrap tree."""
+    overlay = image_dir / "rootfs"
+    for source in sorted(overlay.rglob("*")) if overlay.is_dir() else []:
+        target = rootfs / source.relative_to(overlay)
+        if source.is_dir() and not source.is_symlink():
+            if not target.exists():
+                target.mkdir(mode=0o755)
+                _chown_root(target)
+            continue
+        target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        target.unlink(missing_ok=True)
+        if source.is_symlink():
+            target.symlink_to(os.readlink(source))
+        else:
+            shutil.copyfile(source, target)
+            target.chmod(0o755 if os.access(source, os.X_OK) else 0o644)
+        _chown_root(target)
+    units = rootfs / "etc" / "systemd" / "system"
+    for unit in _read_list(image_dir / "masked-units.txt"):
+        link = units / unit
+        link.unlink(missing_ok=True)
+        link.symlink_to("/dev/null")
+    # Every container makes its own host keys and machine id on first boot.
+    for host_key in (rootfs / "etc" / "ssh").glob("ssh_host_*"):
+        host_key.unlink()
+    (rootfs / "etc" / "machine-id").write_text("", encoding="utf-8")
+    (rootfs / "var" / "lib" / "dbus" / "machine-id").unlink(missing_ok=True)
+    (rootfs / "etc" / "hostname").unlink(missing_ok=True)
+    for deb in (rootfs / "var" / "cache" / "apt" / "archives").glob("*.deb"):
+        deb.unlink()
+
+
+def _chown_root(path: Path) -> None:
+    if os.geteuid() == 0:  # the build runs as root; unit tests need not
+        os.lchown(path, 0, 0)
+
+
+def _import_rootfs(client: Any, rootfs: Path, tag: str) -> None:
+    repository, _, version = tag.rpartition(":")
+    argv = [_tool("tar", "tar"), "--numeric-owner", "--xattrs", "-C", str(rootfs), "-c", "."]
+    _LOG.debug("running %s | docker import", argv)
+    with (
+        tempfile.TemporaryFile() as errors,
+        subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=errors) as tar,
+    ):
+        stream = tar.stdout
+        assert stream is not None
+
+        def chunks() -> Iterator[bytes]:
+            while data := stream.read(1 << 20):
+                yield data
+
+        with _docker(f"importing {tag}"):
+            response = client.api.import_image_from_stream(
+                chunks(), repository=repository, tag=version, changes=list(_IMPORT_CHANGES)
+            )
+        _LOG.debug("docker import: %s", response)
+        returncode = tar.wait(timeout=60)
+        errors.seek(0)
+        message = errors.read().decode("utf-8", "replace")
+    if returncode:
+        raise OpsError(f"tar of the lab rootfs failed: {_last_line(message)}")
+    with _docker(f"importing {tag}"):
+        if _get(client.images, tag) is None:
+            raise OpsError(f"docker import did not create {tag}: {_last_line(str(response))}")
+
+
+def _unmount_below(path: Path) -> None:
+    """Unmount anything a failed debootstrap left mounted inside ``path``."""
+    try:
+        mounts = Path("/proc/self/mounts").read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return
+    prefix = str(path) + "/"
+    points = [m.split()[1] for m in mounts if len(m.split()) > 1]
+    for point in sorted((p for p in points if p.startswith(prefix)), reverse=True):
+        _LOG.debug("unmounting %s", point)
+        subprocess.run(["umount", "-l", point], check=False, capture_output=True, timeout=30)
+
+
+# --------------------------------------------------------------------------- up, down, status
+
+
+def up(inventory_dir: Path, *, log: Log = _LOG.info) -> list[NodeStatus]:
+    """Bring the lab up (idempotent); write hosts.yml; return each node's status."""
+    inventory_dir = Path(inventory_dir).resolve()
+    lab = lab_name(inventory_dir)
+    client = _client()
+    key = ensure_key(inventory_dir, log)
+    public_key = _pub(key).read_text(encoding="utf-8").strip()
+    with _docker(f"bringing up lab {lab}"):
+        containers = {
+            node.name: _get(client.containers, _container_name(lab, node)) for node in NODES
+        }
+        already = all(c is not None and c.status == "running" for c in containers.values())
+        if already:
+            log(f"lab {lab} is already up")
+        _ensure_network(client, lab, log)
+        _ensure_volume(client, lab, log)
+        for node in NODES:
+            _ensure_node(client, lab, node, containers[node.name], public_key, log)
+        statuses = _wait_ready(client, lab, key, log, quiet=already)
+    ports = {s.name: s.port for s in statuses if s.port is not None}
+    if _write_if_changed(hosts_path(inventory_dir), render_hosts(lab, key, ports)):
+        log(f"wrote {hosts_path(inventory_dir)}")
+    return statuses
+
+
+def _ensure_node(
+    client: Any, lab: str, node: LabNode, container: Any | None, public_key: str, log: Log
+) -> None:
+    """Create (from the base image, built if need be) or start one node's container."""
+    if container is None:
+        image = ensure_base_image(client, log=log)
+        log(f"creating {node.name}")
+        container = _create_container(client, lab, node, image)
+    else:
+        _check_owned(container, "container", lab)
+        if container.attrs["Config"]["Image"] != base_image_tag():
+            log(f"{node.name} runs an older base image; `ops lab down`, then up, renews it")
+    _install_key(container, public_key)
+    if container.status == "paused":
+        log(f"unpausing {node.name}")
+        with _docker(f"unpausing {container.name}"):
+            container.unpause()
+    elif container.status != "running":
+        log(f"starting {node.name}")
+        with _docker(f"starting {container.name}"):
+            container.start()
+
+
+def _wait_ready(
+    client: Any,
+    lab: str,
+    key: Path,
+    log: Log,
+    *,
+    quiet: bool = False,
+) -> list[NodeStatus]:
+    """Wait until every node's systemd is up and ``ssh root@... true`` works."""
+    timeout = READY_TIMEOUT
+    deadline = time.monotonic() + timeout
+    ready: dict[str, NodeStatus] = {}
+    why: dict[str, str] = {}
+    while True:
+        for node in NODES:
+            if node.name in ready:
+                continue
+            status = _node_status(client, lab, node)
+            if status.state != "running":
+                raise RemoteError(
+                    f"{status.container} is {status.state} instead of booting",
+                    hint=f"see `docker logs {status.container}`",
+                )
+            reason = _not_ready(status, key)
+            if reason is None:
+                ready[node.name] = status
+                _report_ready(client, status, _LOG.debug if quiet else log, log)
+            else:
+                why[node.name] = reason
+        if len(ready) == len(NODES):
+            return [ready[node.name] for node in NODES]
+        if time.monotonic() > deadline:
+            late = next(n.name for n in NODES if n.name not in ready)
+            raise RemoteError(
+                f"{late} was not ready after {timeout:.0f} s: {why[late]}",
+                hint=f"see `docker exec {lab}-{late} journalctl -b --no-pager`",
+            )
+        time.sleep(_POLL_INTERVAL)
+
+
+def _report_ready(client: Any, status: NodeStatus, progress: Log, log: Log) -> None:
+    if status.systemd == "degraded":
+        container = client.containers.get(status.container)
+        log(f"{status.name} is up but degraded; failed units: {_failed_units(container)}")
+    else:
+        progress(f"{status.name} is up (ssh on 127.0.0.1:{status.port})")
+
+
+def _not_ready(status: NodeStatus, key: Path) -> str | None:
+    if status.systemd not in ("running", "degraded"):
+        return f"systemd is {status.systemd}"
+    if status.port is None:
+        return "port 22 is not published"
+    if not status.ssh:
+        return f"sshd does not answer on 127.0.0.1:{status.port}"
+    error = _ssh_error(key, status.port)
+    return f"ssh root@127.0.0.1 -p {status.port} failed: {error}" if error else None
+
+
+def status(inventory_dir: Path) -> list[NodeStatus]:
+    """One :class:`NodeStatus` per node; missing containers are reported, not raised."""
+    lab = lab_name(inventory_dir)
+    client = _client()
+    with _docker(f"reading the status of lab {lab}"):
+        return [_node_status(client, lab, node) for node in NODES]
+
+
+def down(inventory_dir: Path, *, remove_image: bool = False, log: Log = _LOG.info) -> None:
+    """Remove the lab's containers, network, volume, key and hosts.yml (idempotent)."""
+    inventory_dir = Path(inventory_dir).resolve()
+    lab = lab_name(inventory_dir)
+    client = _client()
+    selector = {"label": f"{LABEL}={lab}"}
+    removed = 0
+    with _docker(f"removing lab {lab}"):
+        for container in client.containers.list(all=True, filters=selector):
+            log(f"removing {container.name}")
+            container.remove(force=True, v=True)
+            removed += 1
+        for network in client.networks.list(filters=selector):
+            log(f"removing network {network.name}")
+            network.remove()
+            removed += 1
+        for volume in client.volumes.list(filters=selector):
+            log(f"removing volume {volume.name} (the shared /home)")
+            volume.remove(force=True)
+            removed += 1
+        if remove_image:
+            _remove_base_images(client, log)
+        left = _leftovers(client, selector)
+    if left:
+        raise OpsError(
+            f"lab {lab} is not fully removed: {', '.join(left)} remain",
+            hint="remove them with `docker rm -f` / `docker network rm` / `docker volume rm`",
+        )
+    removed += _remove_local_files(inventory_dir, log)
+    if not removed:
+        log(f"lab {lab} is already down")
+
+
+def _leftovers(client: Any, selector: dict[str, str]) -> list[str]:
+    return [
+        *(f"container {c.name}" for c in client.containers.list(all=True, filters=selector)),
+        *(f"network {n.name}" for n in client.networks.list(filters=selector)),
+        *(f"volume {v.name}" for v in client.volumes.list(filters=selector)),
+    ]
+
+
+def _remove_base_images(client: Any, log: Log) -> None:
+    for image in client.images.list(name=IMAGE_REPOSITORY):
+        for tag in image.tags:
+            try:
+                client.images.remove(tag)
+                log(f"removed image {tag}")
+            except docker.errors.APIError as exc:
+                if exc.status_code != 409:
+                    raise
+                log(f"kept image {tag}: another lab's containers use it")
+
+
+def _remove_local_files(inventory_dir: Path, log: Log) -> int:
+    removed = 0
+    lab_dir = key_path(inventory_dir).parent
+    if lab_dir.exists():
+        shutil.rmtree(lab_dir)
+        log(f"removed {lab_dir}")
+        removed += 1
+    hosts = hosts_path(inventory_dir)
+    if hosts.exists():
+        if hosts.read_text(encoding="utf-8").startswith(_HOSTS_HEADER):
+            hosts.unlink()
+            log(f"removed {hosts}")
+            removed += 1
+        else:
+            log(f"kept {hosts}: `ops lab up` did not write it")
+    return removed

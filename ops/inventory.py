@@ -1,0 +1,227 @@
+"""The one inventory: an Ansible YAML inventory (``hosts.yml`` + ``group_vars/``).
+
+This module is the only place hosts are listed for course-ops. Ansible reads the same files
+itself (``-i DIR/hosts.yml``); pyinfra and testinfra get their targets from here. Variables
+merge in Ansible's order, simplified: ``all`` vars in hosts.yml < ``group_vars/all`` < a
+group's vars in hosts.yml (parents before children, then by name) < ``group_vars/<group>``
+< a host's vars in hosts.yml < ``host_vars/<host>``. Values are not Jinja-templated here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ops.errors import InputError
+
+ACCOUNT_GROUPS = ("slurm_controller", "gpu_servers")
+
+
+@dataclass
+class Host:
+    name: str
+    groups: list[str] = field(default_factory=list)  # every group it is in, "all" first
+    vars: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def address(self) -> str:
+        return str(self.vars.get("ansible_host", self.name))
+
+    @property
+    def port(self) -> int:
+        return int(self.vars.get("ansible_port", 22))
+
+    @property
+    def user(self) -> str:
+        return str(self.vars.get("ansible_user", "root"))
+
+
+@dataclass
+class Inventory:
+    dir: Path
+    hosts: dict[str, Host]
+    groups: dict[str, list[str]]  # group -> host names (children included), file order
+    vars: dict[str, Any]  # the ``all`` level
+
+    @property
+    def hosts_file(self) -> Path:
+        return self.dir / "hosts.yml"
+
+    def hosts_in(self, *groups: str) -> list[Host]:
+        seen: dict[str, Host] = {}
+        for g in groups:
+            for name in self.groups.get(g, []):
+                seen.setdefault(name, self.hosts[name])
+        return list(seen.values())
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.vars.get(key, default)
+
+    def require(self, key: str) -> Any:
+        if key not in self.vars:
+            raise InputError(
+                self.dir / "group_vars" / "all.yml",
+                None,
+                f"the variable {key!r} is not set",
+                hint="add it (see inventory/example/group_vars/all.yml)",
+            )
+        return self.vars[key]
+
+    def path_var(self, key: str) -> Path:
+        """A path variable, relative to the inventory directory unless absolute."""
+        return self.dir / str(self.require(key))
+
+
+def _compose(path: Path) -> yaml.Node | None:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise InputError(path, None, "not UTF-8 text") from None
+    try:
+        return yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        raise InputError(
+            path,
+            line,
+            f"YAML syntax error: {exc.problem}",
+            hint="fix the indentation or quoting there",
+        ) from None
+
+
+def _value(node: yaml.Node) -> Any:
+    return yaml.SafeLoader(yaml.serialize(node)).get_single_data()
+
+
+def _mapping(path: Path, node: yaml.Node | None, what: str) -> list[tuple[str, yaml.Node]]:
+    if node is None or (isinstance(node, yaml.ScalarNode) and node.value in ("", "~", "null")):
+        return []
+    if not isinstance(node, yaml.MappingNode):
+        raise InputError(
+            path,
+            node.start_mark.line + 1,
+            f"{what} must be a mapping",
+            hint="see inventory/example/hosts.yml for the shape",
+        )
+    out = []
+    for k, v in node.value:
+        if not isinstance(k, yaml.ScalarNode):
+            raise InputError(path, k.start_mark.line + 1, f"{what}: keys must be names")
+        out.append((str(k.value), v))
+    return out
+
+
+def _vars_file(path: Path) -> dict[str, Any]:
+    node = _compose(path)
+    items = _mapping(path, node, "a vars file")
+    return {k: _value(v) for k, v in items}
+
+
+def _vars_dir(base: Path, name: str) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    for suffix in ("", ".yml", ".yaml"):
+        p = base / f"{name}{suffix}"
+        if p.is_file():
+            merged.update(_vars_file(p))
+    d = base / name
+    if d.is_dir():
+        for p in sorted(d.iterdir()):
+            if p.suffix in (".yml", ".yaml") and p.is_file():
+                merged.update(_vars_file(p))
+    return merged
+
+
+def load(inventory_dir: Path) -> Inventory:
+    inventory_dir = inventory_dir.resolve()
+    path = inventory_dir / "hosts.yml"
+    if not inventory_dir.is_dir():
+        raise InputError(
+            inventory_dir,
+            None,
+            "no such inventory directory",
+            hint="pass -i DIR with a hosts.yml and group_vars/",
+        )
+    if not path.is_file():
+        lab = inventory_dir.name == "lab"
+        raise InputError(
+            path,
+            None,
+            "the inventory has no hosts.yml",
+            hint="run `ops lab up` first" if lab else "write one (see inventory/example/hosts.yml)",
+        )
+    root = _compose(path)
+    top = dict(_mapping(path, root, "the inventory"))
+    if set(top) - {"all"} or "all" not in top:
+        line = root.start_mark.line + 1 if root is not None else 1
+        raise InputError(path, line, "the top level must be the single group 'all'")
+
+    group_vars: dict[str, dict[str, Any]] = {}
+    host_file_vars: dict[str, dict[str, Any]] = {}
+    members: dict[str, list[str]] = {}
+    parents: dict[str, list[str]] = {}
+
+    def walk(group: str, node: yaml.Node, parent: str | None) -> None:
+        members.setdefault(group, [])
+        parents.setdefault(group, [])
+        if parent:
+            parents[group].append(parent)
+        for key, value in _mapping(path, node, f"group {group!r}"):
+            if key == "vars":
+                group_vars.setdefault(group, {}).update(
+                    {k: _value(v) for k, v in _mapping(path, value, f"{group}.vars")}
+                )
+            elif key == "hosts":
+                for hname, hnode in _mapping(path, value, f"{group}.hosts"):
+                    hv = {k: _value(v) for k, v in _mapping(path, hnode, f"host {hname!r}")}
+                    host_file_vars.setdefault(hname, {}).update(hv)
+                    if hname not in members[group]:
+                        members[group].append(hname)
+            elif key == "children":
+                for child, cnode in _mapping(path, value, f"{group}.children"):
+                    walk(child, cnode, group)
+            else:
+                raise InputError(
+                    path,
+                    value.start_mark.line + 1,
+                    f"group {group!r}: unknown key {key!r}",
+                    hint="a group holds only hosts, vars and children",
+                )
+
+    walk("all", top["all"], None)
+
+    def closure(group: str) -> list[str]:  # a group's hosts, its children's included
+        out = list(members[group])
+        for child, ps in parents.items():
+            if group in ps:
+                out += [h for h in closure(child) if h not in out]
+        return out
+
+    def depth(group: str) -> int:
+        return 0 if not parents[group] else 1 + max(depth(p) for p in parents[group])
+
+    groups = {g: closure(g) for g in members}
+    all_hosts = groups["all"]
+    gv_dir, hv_dir = inventory_dir / "group_vars", inventory_dir / "host_vars"
+    level_all = {**group_vars.get("all", {}), **_vars_dir(gv_dir, "all")}
+    hosts: dict[str, Host] = {}
+    for h in all_hosts:
+        in_groups = sorted(
+            (g for g in groups if h in groups[g] and g != "all"), key=lambda g: (depth(g), g)
+        )
+        merged = dict(level_all)
+        for g in in_groups:
+            merged.update(group_vars.get(g, {}))
+            merged.update(_vars_dir(gv_dir, g))
+        merged.update(host_file_vars.get(h, {}))
+        merged.update(_vars_dir(hv_dir, h))
+        hosts[h] = Host(h, ["all", *in_groups], merged)
+    return Inventory(inventory_dir, hosts, groups, level_all)
+
+
+def load_vars_only(inventory_dir: Path) -> dict[str, Any]:
+    """The ``all`` level of group_vars alone (for commands that need no hosts)."""
+    return _vars_dir(inventory_dir.resolve() / "group_vars", "all")

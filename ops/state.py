@@ -1,0 +1,145 @@
+"""The accounts state file: names and ids once given, so every node agrees forever.
+
+``<inventory>/state/accounts.json`` records, per student, the username and UID given and
+whether the student is active, has left (locked) or was offboarded; per pair, its group name
+and GID. IDs are never renumbered and never reused: a new one is always above every id the
+file ever held. Writes are atomic (temp file + rename) and the file is 0600 in a 0700 dir.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ops.errors import InputError, OpsError
+
+VERSION = 1
+ACTIVE, LEFT, OFFBOARDED = "active", "left", "offboarded"
+STATUSES = (ACTIVE, LEFT, OFFBOARDED)
+
+
+@dataclass
+class StudentRecord:
+    username: str
+    uid: int
+    pair: str
+    status: str = ACTIVE
+    first_name: str = ""
+    last_name: str = ""
+
+
+@dataclass
+class PairRecord:
+    group: str
+    gid: int
+    status: str = ACTIVE
+
+
+@dataclass
+class AccountsState:
+    students: dict[str, StudentRecord] = field(default_factory=dict)
+    pairs: dict[str, PairRecord] = field(default_factory=dict)
+    # the highest ids ever given (so an offboarded id is never given again)
+    uid_high: int = 0
+    pair_gid_high: int = 0
+
+    def to_json(self) -> str:
+        doc = {
+            "version": VERSION,
+            "uid_high": self.uid_high,
+            "pair_gid_high": self.pair_gid_high,
+            "students": {k: asdict(v) for k, v in sorted(self.students.items())},
+            "pairs": {k: asdict(v) for k, v in sorted(self.pairs.items())},
+        }
+        return json.dumps(doc, indent=1, ensure_ascii=False) + "\n"
+
+
+def _bad(path: Path, line: int | None, what: str) -> InputError:
+    return InputError(
+        path,
+        line,
+        what,
+        hint="restore it from your backup or version control; do not hand-edit ids",
+    )
+
+
+def parse(text: str, path: Path) -> AccountsState:
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise _bad(path, exc.lineno, f"not valid JSON ({exc.msg})") from None
+    if not isinstance(doc, dict) or doc.get("version") != VERSION:
+        raise _bad(path, 1, f"not an accounts state file of version {VERSION}")
+    try:
+        students = {str(k): StudentRecord(**v) for k, v in doc.get("students", {}).items()}
+        pairs = {str(k): PairRecord(**v) for k, v in doc.get("pairs", {}).items()}
+        state = AccountsState(
+            students, pairs, int(doc.get("uid_high", 0)), int(doc.get("pair_gid_high", 0))
+        )
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise _bad(path, None, f"malformed record ({exc})") from None
+    for sid, s in state.students.items():
+        if s.status not in STATUSES or not isinstance(s.uid, int):
+            raise _bad(path, _line_of(text, sid), f"student {sid!r} has a bad status or uid")
+    uids = [s.uid for s in state.students.values()]
+    gids = [p.gid for p in state.pairs.values()]
+    if len(set(uids)) != len(uids) or len(set(gids)) != len(gids):
+        raise _bad(path, None, "two records share one id")
+    return state
+
+
+def _line_of(text: str, key: str) -> int | None:
+    needle = json.dumps(key) + ":"
+    for n, line in enumerate(text.splitlines(), 1):
+        if needle in line:
+            return n
+    return None
+
+
+class StateFile:
+    """The state file of one inventory, with an exclusive lock while a run changes it."""
+
+    def __init__(self, inventory_dir: Path) -> None:
+        self.dir = inventory_dir / "state"
+        self.path = self.dir / "accounts.json"
+
+    def load(self) -> AccountsState:
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return AccountsState()
+        return parse(text, self.path)
+
+    def save(self, state: AccountsState) -> None:
+        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".accounts.", dir=self.dir)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(state.to_json())
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.chmod(tmp, 0o600)
+            os.replace(tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with open(self.dir / ".lock", "w") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise OpsError(
+                    f"{self.path}: another `ops accounts` run holds the lock",
+                    hint="wait for it to finish",
+                ) from None
+            yield

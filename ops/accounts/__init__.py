@@ -1,0 +1,1 @@
+"""pyinfra owns people: the roster becomes groups, users, pair directories and keys."""

@@ -1,0 +1,257 @@
+"""What the accounts should be: settings from group_vars, names and ids from the state file.
+
+``allocate`` is pure: roster + previous state + settings -> the next state (new students get
+a username and a UID, new pairs a group and a GID, students gone from the roster are marked
+``left``). ``desired`` turns a state into what one host must hold.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ops import names
+from ops.errors import InputError
+from ops.roster import Roster
+from ops.state import ACTIVE, LEFT, OFFBOARDED, AccountsState, PairRecord, StudentRecord
+
+NOLOGIN_SHELL = "/usr/sbin/nologin"
+#: groups that are root-equivalent or privileged; a student is never in one of them
+FORBIDDEN_GROUPS = frozenset(
+    {"sudo", "wheel", "admin", "adm", "docker", "root", "lxd", "disk", "shadow", "systemd-journal"}
+)
+
+
+@dataclass(frozen=True)
+class AccountsConfig:
+    expire_date: dt.date
+    uid_range: tuple[int, int]
+    pair_gid_range: tuple[int, int]
+    course_group: str
+    course_gid: int
+    pairs_dir: str
+    home_root: str
+    shell: str
+    password_login: bool
+    shared_home: bool
+
+    @classmethod
+    def from_vars(cls, v: dict[str, Any], source: Path) -> AccountsConfig:
+        def bad(key: str, what: str) -> InputError:
+            return InputError(
+                source, None, f"{key}: {what}", hint="see inventory/example/group_vars/all.yml"
+            )
+
+        def id_range(key: str, default: list[int]) -> tuple[int, int]:
+            r = v.get(key, default)
+            if (
+                not isinstance(r, list)
+                or len(r) != 2
+                or not all(isinstance(x, int) for x in r)
+                or not 1000 <= r[0] < r[1] < 2**31 - 1
+            ):
+                raise bad(key, "expected [low, high] with 1000 <= low < high")
+            return int(r[0]), int(r[1])
+
+        raw = v.get("accounts_expire_date")
+        if isinstance(raw, dt.date):
+            expire = raw
+        else:
+            try:
+                expire = dt.date.fromisoformat(str(raw))
+            except ValueError:
+                raise bad(
+                    "accounts_expire_date", f"expected a date YYYY-MM-DD, got {raw!r}"
+                ) from None
+        uid_r, gid_r = (
+            id_range("accounts_uid_range", [20000, 29999]),
+            id_range("accounts_pair_gid_range", [30000, 39999]),
+        )
+        if uid_r[0] <= gid_r[1] and gid_r[0] <= uid_r[1]:
+            raise bad(
+                "accounts_pair_gid_range",
+                "overlaps accounts_uid_range "
+                "(a student's private group has the student's UID as its GID)",
+            )
+        course_gid = int(v.get("accounts_course_gid", 19999))
+        if uid_r[0] <= course_gid <= uid_r[1] or gid_r[0] <= course_gid <= gid_r[1]:
+            raise bad("accounts_course_gid", "lies inside one of the id ranges")
+        group = str(v.get("accounts_course_group", "course"))
+        if not names.POSIX_NAME.match(group):
+            raise bad("accounts_course_group", f"{group!r} is not a valid group name")
+        paths = {
+            k: str(v.get(k, d))
+            for k, d in (
+                ("accounts_pairs_dir", "/home/pairs"),
+                ("accounts_home_root", "/home"),
+                ("accounts_shell", "/bin/bash"),
+            )
+        }
+        for k, p in paths.items():
+            if not p.startswith("/") or p.rstrip("/") == "":
+                raise bad(k, f"expected an absolute path, got {p!r}")
+        return cls(
+            expire,
+            uid_r,
+            gid_r,
+            group,
+            course_gid,
+            paths["accounts_pairs_dir"].rstrip("/"),
+            paths["accounts_home_root"].rstrip("/"),
+            paths["accounts_shell"],
+            bool(v.get("accounts_password_login", False)),
+            bool(v.get("accounts_shared_home", True)),
+        )
+
+    @property
+    def expire_days(self) -> int:
+        """The expiry as /etc/shadow stores it: days since 1970-01-01."""
+        return (self.expire_date - dt.date(1970, 1, 1)).days
+
+
+def allocate(
+    roster: Roster, previous: AccountsState, cfg: AccountsConfig, source: Path
+) -> AccountsState:
+    """The next state for this roster; never renames, renumbers or reuses."""
+    st = copy.deepcopy(previous)
+    by_id = roster.by_id()
+    # pairs: group names and gids
+    pairs = roster.pairs()
+    group_names = names.assign(
+        {k: names.pair_group_base(k) for k in pairs},
+        {k: p.group for k, p in st.pairs.items()},
+        taken=[cfg.course_group],
+    )
+    for key in sorted(pairs):
+        rec = st.pairs.get(key)
+        if rec is None:
+            gid = max(st.pair_gid_high + 1, cfg.pair_gid_range[0])
+            if gid > cfg.pair_gid_range[1]:
+                raise InputError(
+                    source,
+                    None,
+                    "accounts_pair_gid_range is used up",
+                    hint="widen it in group_vars",
+                )
+            st.pair_gid_high = gid
+            st.pairs[key] = PairRecord(group_names[key], gid, ACTIVE)
+        elif rec.status != ACTIVE:
+            rec.status = ACTIVE  # a pair value reused by the roster comes back
+    # students: usernames and uids
+    usernames = names.assign(
+        {sid: names.base_username(s.first_name, s.last_name, sid) for sid, s in by_id.items()},
+        {sid: r.username for sid, r in st.students.items()},
+        taken=[cfg.course_group, *group_names.values(), *(p.group for p in st.pairs.values())],
+    )
+    for sid in sorted(by_id):
+        s = by_id[sid]
+        rec_s = st.students.get(sid)
+        if rec_s is None or rec_s.status == OFFBOARDED:  # offboarded: a new uid, never reused
+            uid = max(st.uid_high + 1, cfg.uid_range[0])
+            if uid > cfg.uid_range[1]:
+                raise InputError(
+                    source, None, "accounts_uid_range is used up", hint="widen it in group_vars"
+                )
+            st.uid_high = uid
+            st.students[sid] = StudentRecord(
+                usernames[sid], uid, s.pair, ACTIVE, s.first_name, s.last_name
+            )
+        else:
+            rec_s.status, rec_s.pair = ACTIVE, s.pair
+            rec_s.first_name, rec_s.last_name = s.first_name, s.last_name
+    for sid, rec_s in st.students.items():
+        if sid not in by_id and rec_s.status == ACTIVE:
+            rec_s.status = LEFT
+    for key, p in st.pairs.items():
+        if key not in pairs and p.status == ACTIVE:
+            p.status = LEFT
+    return st
+
+
+@dataclass(frozen=True)
+class WantUser:
+    name: str
+    uid: int
+    gid: int
+    comment: str
+    home: str
+    shell: str
+    groups: frozenset[str]  # supplementary, exactly
+    expire_days: int
+    locked: bool
+    keys: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class WantDir:
+    path: str
+    uid: int
+    gid: int
+    mode: int  # e.g. 0o2770
+    skel: bool = False  # seed from /etc/skel when first made
+
+
+@dataclass
+class Desired:
+    groups: dict[str, int] = field(default_factory=dict)  # name -> gid
+    users: dict[str, WantUser] = field(default_factory=dict)
+    dirs: dict[str, WantDir] = field(default_factory=dict)
+
+
+def comment_for(rec: StudentRecord) -> str:
+    text = f"{rec.first_name} {rec.last_name}".strip()
+    return "".join(ch for ch in text if ch not in ":,=\n\r") or rec.username
+
+
+def desired(state: AccountsState, roster: Roster, cfg: AccountsConfig, *, homes: bool) -> Desired:
+    """What one host must hold; ``homes``: this host makes the homes and pair dirs."""
+    want = Desired()
+    want.groups[cfg.course_group] = cfg.course_gid
+    for p in state.pairs.values():
+        if p.status != OFFBOARDED:
+            want.groups[p.group] = p.gid
+    by_id = roster.by_id()
+    for sid, rec in sorted(state.students.items(), key=lambda kv: kv[1].uid):
+        if rec.status == OFFBOARDED:
+            continue
+        want.groups[rec.username] = rec.uid
+        home = f"{cfg.home_root}/{rec.username}"
+        if rec.status == ACTIVE:
+            pair = state.pairs[rec.pair].group
+            keys = by_id[sid].ssh_keys if sid in by_id else ()
+            want.users[rec.username] = WantUser(
+                rec.username,
+                rec.uid,
+                rec.uid,
+                comment_for(rec),
+                home,
+                cfg.shell,
+                frozenset({cfg.course_group, pair}),
+                cfg.expire_days,
+                False,
+                keys,
+            )
+            if homes:
+                want.dirs[home] = WantDir(home, rec.uid, rec.uid, 0o700, skel=True)
+        else:
+            want.users[rec.username] = WantUser(
+                rec.username,
+                rec.uid,
+                rec.uid,
+                comment_for(rec),
+                home,
+                NOLOGIN_SHELL,
+                frozenset(),
+                1,
+                True,
+            )
+    if homes:
+        want.dirs[cfg.pairs_dir] = WantDir(cfg.pairs_dir, 0, 0, 0o755)
+        for p in state.pairs.values():
+            if p.status == ACTIVE:
+                path = f"{cfg.pairs_dir}/{p.group}"
+                want.dirs[path] = WantDir(path, 0, p.gid, 0o2770)
+    return want

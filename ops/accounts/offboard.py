@@ -1,0 +1,169 @@
+"""Offboarding: archive, check the archive, then remove. Never the other way round.
+
+For each student (and each pair directory whose members are all gone): the home host makes a
+tar.gz and a sha256 manifest of every file; both are fetched into the archive directory
+(0700, files 0600); the archive must list every file of the manifest with the same digest;
+only then are the accounts and groups removed from every host and the directories deleted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shlex
+import tarfile
+from collections.abc import Callable
+from pathlib import Path
+
+from ops.accounts.model import allocate
+from ops.accounts.sync import Context
+from ops.errors import OpsError, RemoteError, UsageError
+from ops.state import ACTIVE, LEFT, OFFBOARDED, AccountsState
+
+REMOTE_TMP = "/var/tmp/course-ops-offboard"
+
+
+def choose(state: AccountsState, who: list[str], everyone: bool) -> list[str]:
+    """Student ids to offboard: the named ones, everyone, or (default) those who left."""
+    live = {sid: r for sid, r in state.students.items() if r.status != OFFBOARDED}
+    if everyone:
+        return sorted(live)
+    if not who:
+        return sorted(sid for sid, r in live.items() if r.status == LEFT)
+    out = []
+    for w in who:
+        sid = next((s for s, r in live.items() if w in (s, r.username)), None)
+        if sid is None:
+            raise UsageError(f"no current student {w!r}",
+                             hint="name a username or student_id from the state file")
+        if live[sid].status == ACTIVE:
+            raise UsageError(f"{w} is still on the roster",
+                             hint="remove them from the roster first, or use --all at "
+                                  "semester end")
+        out.append(sid)
+    return sorted(out)
+
+
+def pairs_emptied(state: AccountsState, sids: list[str], everyone: bool) -> list[str]:
+    gone = set(sids)
+    out = []
+    for key, p in state.pairs.items():
+        if p.status == OFFBOARDED or (p.status == ACTIVE and not everyone):
+            continue
+        members = [s for s, r in state.students.items()
+                   if r.pair == key and r.status != OFFBOARDED]
+        if all(m in gone for m in members):
+            out.append(key)
+    return sorted(out)
+
+
+def check_archive(archive: Path, manifest: Path) -> int:
+    """Every file of the manifest is in the archive with the same sha256; return the count."""
+    want: dict[str, str] = {}
+    for line in manifest.read_text(encoding="utf-8", errors="surrogateescape").splitlines():
+        digest, _, name = line.partition("  ")
+        if name:
+            want[name] = digest
+    with tarfile.open(archive, "r:gz") as tar:
+        have = {}
+        for m in tar.getmembers():
+            if m.isfile():
+                fh = tar.extractfile(m)
+                have[m.name] = hashlib.sha256(fh.read() if fh else b"").hexdigest()
+    missing = sorted(n for n in want if n not in have)
+    if missing:
+        raise OpsError(f"{archive}: {len(missing)} file(s) of the manifest are missing, "
+                       f"e.g. {missing[0]}", hint="nothing was removed; check the disk and retry")
+    wrong = sorted(n for n, d in want.items() if have[n] != d)
+    if wrong:
+        raise OpsError(f"{archive}: {wrong[0]} differs from the manifest",
+                       hint="nothing was removed; retry when the student is logged out")
+    return len(want)
+
+
+def _sh(host: object, command: str) -> str:
+    ok, output = host.run_shell_command(command)  # type: ignore[attr-defined]
+    if not ok:
+        raise RemoteError(f"{host}: `{command[:80]}` failed: {output.stderr[-300:]}")
+    return str(output.stdout)
+
+
+def _archive(host: object, parent: str, name: str, dest: Path) -> int | None:
+    """tar.gz + manifest of parent/name fetched into dest; None when there is no such dir."""
+    q = shlex.quote
+    exists = _sh(host, f"test -d {q(parent + '/' + name)} && echo yes || echo no").strip()
+    if exists != "yes":
+        return None
+    rt, rm = f"{REMOTE_TMP}/{name}.tar.gz", f"{REMOTE_TMP}/{name}.sha256"
+    _sh(host, f"install -d -m 0700 {REMOTE_TMP} && "
+              f"tar -C {q(parent)} --one-file-system -czf {q(rt)} {q(name)} && "
+              f"cd {q(parent)} && find {q(name)} -type f -print0 | "
+              f"xargs -0r sha256sum > {q(rm)}")
+    archive, manifest = dest / f"{name}.tar.gz", dest / f"{name}.sha256"
+    for remote, local in ((rt, archive), (rm, manifest)):
+        if not host.get_file(remote, str(local)):  # type: ignore[attr-defined]
+            raise RemoteError(f"{host}: could not fetch {remote}")
+        local.chmod(0o600)
+    n = check_archive(archive, manifest)
+    digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+    with open(dest / "SHA256SUMS", "a", encoding="utf-8") as fh:
+        fh.write(f"{digest}  {archive.name}\n")
+    _sh(host, f"rm -f {q(rt)} {q(rm)}")
+    return n
+
+
+def offboard(ctx: Context, archive_dir: Path, who: list[str], everyone: bool,
+             confirm: Callable[[str], bool],
+             progress: Callable[[str], None] = lambda _m: None) -> list[str]:
+    from ops.accounts import remote
+
+    with ctx.statefile.locked():
+        state = allocate(ctx.roster, ctx.statefile.load(), ctx.cfg, ctx.statefile.path)
+        sids = choose(state, who, everyone)
+        pairs = pairs_emptied(state, sids, everyone)
+        if not sids and not pairs:
+            progress("nobody to offboard")
+            return []
+        users = [state.students[s].username for s in sids]
+        groups = [state.pairs[p].group for p in pairs]
+        text = (f"offboard {len(users)} student(s): {', '.join(users) or '-'}\n"
+                f"and {len(groups)} pair space(s): {', '.join(groups) or '-'}\n"
+                f"archives to {archive_dir}, then removal from "
+                f"{', '.join(h.name for h in ctx.hosts)}")
+        if not confirm(text):
+            from ops.errors import Aborted
+
+            raise Aborted("nothing changed: offboarding was not confirmed")
+        archive_dir.mkdir(parents=True, exist_ok=True)
+        archive_dir.chmod(0o700)
+        with remote.connected(ctx.hosts) as pstate:
+            home = pstate.inventory.get_host(ctx.home_hosts[0])
+            for name in users:
+                progress(f"archiving {ctx.cfg.home_root}/{name}")
+                _archive(home, ctx.cfg.home_root, name, archive_dir)
+            for g in groups:
+                progress(f"archiving {ctx.cfg.pairs_dir}/{g}")
+                _archive(home, ctx.cfg.pairs_dir, g, archive_dir)
+            progress("every archive checked; removing the accounts")
+            q = shlex.quote
+            scripts: dict[str, list[str]] = {}
+            for h in ctx.hosts:
+                cmds = []
+                for name in users:
+                    cmds.append(f"(pkill -KILL -u {q(name)} || true)")
+                    cmds.append(f"(! id -u {q(name)} >/dev/null 2>&1 || userdel {q(name)})")
+                    cmds.append(f"(! getent group {q(name)} >/dev/null || groupdel {q(name)})")
+                    if h.name in ctx.home_hosts:
+                        cmds.append(f"rm -rf --one-file-system "
+                                    f"{q(ctx.cfg.home_root + '/' + name)}")
+                for g in groups:
+                    if h.name in ctx.home_hosts:
+                        cmds.append(f"rm -rf --one-file-system {q(ctx.cfg.pairs_dir + '/' + g)}")
+                    cmds.append(f"(! getent group {q(g)} >/dev/null || groupdel {q(g)})")
+                scripts[h.name] = [" && ".join(cmds)] if cmds else []
+            remote.apply(pstate, scripts, "Remove the offboarded accounts")
+        for s in sids:
+            state.students[s].status = OFFBOARDED
+        for p in pairs:
+            state.pairs[p].status = OFFBOARDED
+        ctx.statefile.save(state)
+    return users

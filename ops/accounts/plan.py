@@ -1,0 +1,247 @@
+"""The difference between what a host holds and what it must hold, as changes.
+
+Each :class:`Change` says what it does in words (the table `ops accounts plan` prints) and
+carries the argv lists that do it. Nothing here touches a host.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import shlex
+from dataclasses import dataclass, field
+
+from ops.accounts.model import Desired, WantDir, WantUser
+from ops.accounts.snapshot import HostSnapshot
+
+ADD, CHANGE, LOCK, UNLOCK, REMOVE = "add", "change", "lock", "unlock", "remove"
+
+
+@dataclass(frozen=True)
+class Change:
+    host: str
+    action: str  # add | change | lock | unlock | remove
+    kind: str  # group | user | dir | keys
+    subject: str
+    detail: str = ""
+    argv: tuple[tuple[str, ...], ...] = ()
+
+    def as_dict(self) -> dict[str, str]:
+        return {
+            "host": self.host,
+            "action": self.action,
+            "kind": self.kind,
+            "subject": self.subject,
+            "detail": self.detail,
+        }
+
+
+@dataclass
+class HostPlan:
+    host: str
+    changes: list[Change] = field(default_factory=list)
+    conflicts: list[str] = field(default_factory=list)
+
+    def script_chunks(self, limit: int = 60_000) -> list[str]:
+        """The changes as shell command strings of at most ``limit`` bytes each (argv max)."""
+        chunks: list[str] = []
+        cur: list[str] = []
+        size = 0
+        for ch in self.changes:
+            for argv in ch.argv:
+                line = shlex.join(argv)
+                if cur and size + len(line) + 4 > limit:
+                    chunks.append(" && ".join(cur))
+                    cur, size = [], 0
+                cur.append(line)
+                size += len(line) + 4
+        if cur:
+            chunks.append(" && ".join(cur))
+        return chunks
+
+
+def keys_text(keys: tuple[str, ...]) -> str:
+    return "".join(k + "\n" for k in keys)
+
+
+def _write_keys(u: WantUser) -> tuple[str, ...]:
+    """Write authorized_keys *as the student* (root never follows a student's symlinks)."""
+    script = (
+        'umask 077 && mkdir -p "$1/.ssh" && chmod 700 "$1/.ssh" && '
+        'printf %s "$2" > "$1/.ssh/authorized_keys.new" && '
+        'chmod 600 "$1/.ssh/authorized_keys.new" && '
+        'mv -f "$1/.ssh/authorized_keys.new" "$1/.ssh/authorized_keys"'
+    )
+    return (
+        "setpriv",
+        f"--reuid={u.uid}",
+        f"--regid={u.gid}",
+        "--clear-groups",
+        "--",
+        "sh",
+        "-c",
+        script,
+        "sh",
+        u.home,
+        keys_text(u.keys),
+    )
+
+
+def _user_changes(host: str, u: WantUser, snap: HostSnapshot, out: HostPlan) -> None:
+    cur = snap.users.get(u.name)
+    kind, expire = snap.shadow.get(u.name, ("", None))
+    if cur is None:
+        owner = snap.uid_owner().get(u.uid)
+        if owner:
+            out.conflicts.append(f"{host}: uid {u.uid} for {u.name} belongs to {owner!r}")
+            return
+        argv = [
+            "useradd",
+            "-u",
+            str(u.uid),
+            "-g",
+            str(u.gid),
+            "-c",
+            u.comment,
+            "-d",
+            u.home,
+            "-M",
+            "-s",
+            u.shell,
+            "-p",
+            "*",
+        ]
+        if u.groups:
+            argv += ["-G", ",".join(sorted(u.groups))]
+        argv += ["-e", "1970-01-02" if u.locked else _date(u.expire_days), u.name]
+        cmds = [tuple(argv)]
+        if u.locked:
+            cmds.append(("usermod", "-L", u.name))
+        out.changes.append(
+            Change(
+                host,
+                LOCK if u.locked else ADD,
+                "user",
+                u.name,
+                f"uid {u.uid}, groups {','.join(sorted(u.groups)) or '-'}",
+                tuple(cmds),
+            )
+        )
+        return
+    if cur.uid != u.uid:
+        out.conflicts.append(
+            f"{host}: user {u.name} exists with uid {cur.uid}, the state file says {u.uid}"
+        )
+        return
+    what: list[str] = []
+    argv = ["usermod"]
+    if cur.gid != u.gid:
+        what.append(f"primary group {cur.gid}->{u.gid}")
+        argv += ["-g", str(u.gid)]
+    if cur.home != u.home:
+        what.append(f"home {cur.home}->{u.home}")
+        argv += ["-d", u.home]
+    if cur.shell != u.shell:
+        what.append(f"shell {cur.shell}->{u.shell}")
+        argv += ["-s", u.shell]
+    if cur.comment != u.comment:
+        what.append("comment")
+        argv += ["-c", u.comment]
+    have = snap.supplementary(u.name)
+    if have != set(u.groups):
+        plus = sorted(set(u.groups) - have)
+        minus = sorted(have - set(u.groups))
+        what.append("groups " + " ".join([f"+{g}" for g in plus] + [f"-{g}" for g in minus]))
+        argv += ["-G", ",".join(sorted(u.groups))]
+    if expire != u.expire_days:
+        what.append(
+            f"expiry {_date(expire) if expire is not None else 'never'}->{_date(u.expire_days)}"
+        )
+        argv += ["-e", _date(u.expire_days)]
+    action = CHANGE
+    if u.locked and kind != "!":
+        action = LOCK
+        argv += ["-L"]
+    elif not u.locked and kind not in ("*", "hash"):
+        action = UNLOCK
+        argv += ["-p", "*"]  # key login only; no usable password
+    if len(argv) > 1:
+        argv.append(u.name)
+        out.changes.append(
+            Change(host, action, "user", u.name, "; ".join(what) or action, (tuple(argv),))
+        )
+
+
+def _date(days: int) -> str:
+    return (dt.date(1970, 1, 1) + dt.timedelta(days=days)).isoformat()
+
+
+def _dir_changes(host: str, d: WantDir, snap: HostSnapshot, out: HostPlan) -> None:
+    cur = snap.dirs.get(d.path)
+    mode = f"{d.mode:o}"
+    if cur is None:
+        cmds: list[tuple[str, ...]] = [
+            ("install", "-d", "-m", mode, "-o", str(d.uid), "-g", str(d.gid), d.path)
+        ]
+        if d.skel:
+            cmds.append(("cp", "-a", "--no-preserve=ownership", "/etc/skel/.", d.path))
+            cmds.append(("chown", "-R", f"{d.uid}:{d.gid}", d.path))
+            cmds.append(("chmod", mode, d.path))
+        out.changes.append(Change(host, ADD, "dir", d.path, f"{d.uid}:{d.gid} {mode}", tuple(cmds)))
+        return
+    uid, gid, have = cur
+    fix: list[tuple[str, ...]] = []
+    what = []
+    if (uid, gid) != (d.uid, d.gid):
+        what.append(f"owner {uid}:{gid}->{d.uid}:{d.gid}")
+        fix.append(("chown", "--no-dereference", f"{d.uid}:{d.gid}", d.path))
+    if have != d.mode or fix:  # chown clears setgid: set the mode after it
+        if have != d.mode:
+            what.append(f"mode {have:o}->{mode}")
+        fix.append(("chmod", mode, d.path))
+    if what:
+        out.changes.append(Change(host, CHANGE, "dir", d.path, "; ".join(what), tuple(fix)))
+
+
+def _key_changes(host: str, u: WantUser, snap: HostSnapshot, out: HostPlan) -> None:
+    path = f"{u.home}/.ssh/authorized_keys"
+    want = hashlib.sha256(keys_text(u.keys).encode()).hexdigest()
+    cur = snap.keys.get(path)
+    if cur is None:
+        out.changes.append(
+            Change(host, ADD, "keys", path, f"{len(u.keys)} key(s)", (_write_keys(u),))
+        )
+    elif cur != (u.uid, u.gid, 0o600, want):
+        out.changes.append(
+            Change(host, CHANGE, "keys", path, "content, owner or mode", (_write_keys(u),))
+        )
+
+
+def compute(host: str, want: Desired, snap: HostSnapshot) -> HostPlan:
+    out = HostPlan(host)
+    gid_owner = snap.gid_owner()
+    for name, gid in sorted(want.groups.items(), key=lambda kv: kv[1]):
+        have = snap.groups.get(name)
+        if have is None:
+            if gid in gid_owner:
+                out.conflicts.append(
+                    f"{host}: gid {gid} for group {name} belongs to {gid_owner[gid]!r}"
+                )
+                continue
+            out.changes.append(
+                Change(
+                    host, ADD, "group", name, f"gid {gid}", (("groupadd", "-g", str(gid), name),)
+                )
+            )
+        elif have != gid:
+            out.conflicts.append(
+                f"{host}: group {name} exists with gid {have}, the state file says {gid}"
+            )
+    for u in want.users.values():
+        _user_changes(host, u, snap, out)
+    for d in want.dirs.values():
+        _dir_changes(host, d, snap, out)
+    for u in want.users.values():
+        if not u.locked and u.keys and u.home in want.dirs:
+            _key_changes(host, u, snap, out)
+    return out

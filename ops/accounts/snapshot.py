@@ -1,0 +1,117 @@
+"""One read of a host's account state: passwd, group, shadow (no secrets), homes, keys.
+
+The command below is the only thing a plan or a no-op sync runs on a host; it prints the
+password field's *kind* only (``*``, ``!``, ``hash``, ``empty``), never the field itself.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+
+from pyinfra.api import FactBase
+
+
+@dataclass(frozen=True)
+class PasswdEntry:
+    name: str
+    uid: int
+    gid: int
+    comment: str
+    home: str
+    shell: str
+
+
+@dataclass
+class HostSnapshot:
+    users: dict[str, PasswdEntry] = field(default_factory=dict)
+    groups: dict[str, int] = field(default_factory=dict)  # name -> gid
+    members: dict[str, set[str]] = field(default_factory=dict)  # group -> member users
+    shadow: dict[str, tuple[str, int | None]] = field(default_factory=dict)  # kind, expire
+    dirs: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # path -> uid,gid,mode
+    keys: dict[str, tuple[int, int, int, str]] = field(default_factory=dict)  # +sha256
+
+    def supplementary(self, user: str) -> set[str]:
+        return {g for g, m in self.members.items() if user in m}
+
+    def uid_owner(self) -> dict[int, str]:
+        return {e.uid: e.name for e in self.users.values()}
+
+    def gid_owner(self) -> dict[int, str]:
+        return {gid: name for name, gid in self.groups.items()}
+
+
+def snapshot_command(home_root: str, pairs_dir: str, homes: bool) -> str:
+    lines = [
+        "echo '#passwd'; cat /etc/passwd",
+        "echo '#group'; cat /etc/group",
+        'echo \'#shadow\'; awk -F: \'{k=substr($2,1,1); if ($2=="") k="empty";'
+        ' else if (k!="*" && k!="!") k="hash"; print $1":"k":"$8}\' /etc/shadow',
+    ]
+    if homes:
+        h, p = shlex.quote(home_root), shlex.quote(pairs_dir)
+        lines += [
+            f"echo '#dirs'; find {h} {p} -mindepth 1 -maxdepth 1 -type d "
+            "-printf '%U:%G:%m:%p\\n' 2>/dev/null || true",
+            f"echo '#keys'; find {h} -mindepth 3 -maxdepth 3 -path '*/.ssh/authorized_keys'"
+            " -type f -printf '%U:%G:%m:%p\\n' 2>/dev/null || true",
+            f"echo '#sums'; find {h} -mindepth 3 -maxdepth 3 -path '*/.ssh/authorized_keys'"
+            " -type f -exec sha256sum {} + 2>/dev/null || true",
+        ]
+    return "; ".join(lines)
+
+
+def parse_snapshot(lines: list[str]) -> HostSnapshot:
+    snap = HostSnapshot()
+    section = ""
+    sums: dict[str, str] = {}
+    for line in lines:
+        if line.startswith("#") and line[1:] in {
+            "passwd",
+            "group",
+            "shadow",
+            "dirs",
+            "keys",
+            "sums",
+        }:
+            section = line[1:]
+            continue
+        if not line.strip():
+            continue
+        if section == "passwd":
+            f = line.split(":")
+            if len(f) >= 7 and f[2].isdigit() and f[3].isdigit():
+                snap.users[f[0]] = PasswdEntry(f[0], int(f[2]), int(f[3]), f[4], f[5], f[6])
+        elif section == "group":
+            f = line.split(":")
+            if len(f) >= 4 and f[2].isdigit():
+                snap.groups[f[0]] = int(f[2])
+                snap.members[f[0]] = {m for m in f[3].split(",") if m}
+        elif section == "shadow":
+            name, kind, expire = (line.split(":") + ["", "", ""])[:3]
+            snap.shadow[name] = (kind, int(expire) if expire.isdigit() else None)
+        elif section in ("dirs", "keys"):
+            uid, gid, mode, path = line.split(":", 3)
+            if section == "dirs":
+                snap.dirs[path] = (int(uid), int(gid), int(mode, 8))
+            else:
+                snap.keys[path] = (int(uid), int(gid), int(mode, 8), "")
+        elif section == "sums":
+            digest, _, path = line.partition("  ")
+            sums[path] = digest
+    for key_path, (kuid, kgid, kmode, _) in list(snap.keys.items()):
+        snap.keys[key_path] = (kuid, kgid, kmode, sums.get(key_path, ""))
+    return snap
+
+
+class AccountsSnapshot(FactBase):
+    """pyinfra fact: a host's accounts in one command."""
+
+    def requires_command(self, *args: object, **kwargs: object) -> str:
+        return "find"
+
+    def command(self, home_root: str, pairs_dir: str, homes: bool) -> str:
+        return snapshot_command(home_root, pairs_dir, homes)
+
+    def process(self, output: list[str]) -> HostSnapshot:
+        return parse_snapshot(output)

@@ -1,0 +1,116 @@
+"""Plan and sync: read every host once, compute the plan in Python, apply it batched."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ops import inventory as inv_mod
+from ops import roster as roster_mod
+from ops.accounts.model import AccountsConfig, allocate, desired
+from ops.accounts.plan import HostPlan, compute
+from ops.accounts.snapshot import AccountsSnapshot, HostSnapshot
+from ops.errors import InputError, OpsError
+from ops.inventory import ACCOUNT_GROUPS, Host, Inventory
+from ops.roster import Roster
+from ops.state import AccountsState, StateFile
+
+
+@dataclass
+class Context:
+    inv: Inventory
+    cfg: AccountsConfig
+    roster: Roster
+    statefile: StateFile
+
+    @property
+    def hosts(self) -> list[Host]:
+        hosts = self.inv.hosts_in(*ACCOUNT_GROUPS)
+        if not hosts:
+            raise InputError(self.inv.hosts_file, None,
+                             f"no host in the groups {', '.join(ACCOUNT_GROUPS)}",
+                             hint="put the login node and the GPU servers in them")
+        return hosts
+
+    @property
+    def home_hosts(self) -> list[str]:
+        """Hosts that make homes and pair dirs: one when /home is shared, else every one."""
+        if not self.cfg.shared_home:
+            return [h.name for h in self.hosts]
+        return [self.hosts[0].name]
+
+
+def load_context(inventory_dir: Path, roster_path: Path | None = None) -> Context:
+    inv = inv_mod.load(inventory_dir)
+    cfg = AccountsConfig.from_vars(inv.vars, inv.dir / "group_vars" / "all.yml")
+    path = roster_path or inv.path_var("accounts_roster")
+    return Context(inv, cfg, roster_mod.load(path), StateFile(inv.dir))
+
+
+def snapshots(ctx: Context, state: object) -> dict[str, HostSnapshot]:
+    from ops.accounts import remote
+
+    kwargs = {h.name: {"home_root": ctx.cfg.home_root, "pairs_dir": ctx.cfg.pairs_dir,
+                       "homes": h.name in ctx.home_hosts} for h in ctx.hosts}
+    return remote.read_fact(state, AccountsSnapshot, kwargs)  # type: ignore[arg-type]
+
+
+def plan_for(ctx: Context, state: AccountsState,
+             snaps: dict[str, HostSnapshot]) -> dict[str, HostPlan]:
+    plans = {}
+    for h in ctx.hosts:
+        want = desired(state, ctx.roster, ctx.cfg, homes=h.name in ctx.home_hosts)
+        plans[h.name] = compute(h.name, want, snaps[h.name])
+    return plans
+
+
+def check_conflicts(plans: dict[str, HostPlan]) -> None:
+    conflicts = [c for p in plans.values() for c in p.conflicts]
+    if conflicts:
+        more = f" (and {len(conflicts) - 1} more)" if len(conflicts) > 1 else ""
+        raise OpsError(f"conflict: {conflicts[0]}{more}",
+                       hint="an account outside course-ops holds that name or id; move "
+                            "accounts_uid_range/accounts_pair_gid_range to a free range")
+
+
+def plan(ctx: Context) -> tuple[AccountsState, dict[str, HostPlan]]:
+    """The next state and every host's changes; changes nothing anywhere."""
+    from ops.accounts import remote
+
+    new_state = allocate(ctx.roster, ctx.statefile.load(), ctx.cfg, ctx.statefile.path)
+    with remote.connected(ctx.hosts) as pstate:
+        plans = plan_for(ctx, new_state, snapshots(ctx, pstate))
+    return new_state, plans
+
+
+def sync(ctx: Context, confirm: Callable[[dict[str, HostPlan]], bool],
+         progress: Callable[[str], None] = lambda _m: None) -> dict[str, HostPlan]:
+    from ops.accounts import remote
+
+    with ctx.statefile.locked():
+        new_state = allocate(ctx.roster, ctx.statefile.load(), ctx.cfg, ctx.statefile.path)
+        with remote.connected(ctx.hosts) as pstate:
+            progress(f"reading accounts on {len(ctx.hosts)} host(s)")
+            plans = plan_for(ctx, new_state, snapshots(ctx, pstate))
+            check_conflicts(plans)
+            # ids are recorded before any host uses them, so an interrupted run resumes
+            ctx.statefile.save(new_state)
+            if not any(p.changes for p in plans.values()):
+                return plans
+            if not confirm(plans):
+                from ops.errors import Aborted
+
+                raise Aborted("nothing changed: the plan was not confirmed")
+            progress("applying the changes")
+            remote.apply(pstate, {h: p.script_chunks() for h, p in plans.items()},
+                         "Bring the course accounts in step with the roster")
+        with remote.connected(ctx.hosts) as pstate:
+            progress("checking that every host converged")
+            after = plan_for(ctx, new_state, snapshots(ctx, pstate))
+        left = [c for p in after.values() for c in p.changes]
+        if left:
+            raise OpsError(f"{left[0].host}: still differs after sync: {left[0].action} "
+                           f"{left[0].kind} {left[0].subject} ({left[0].detail})",
+                           hint="run with -v and look at the command output above")
+    return plans

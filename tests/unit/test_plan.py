@@ -1,0 +1,136 @@
+"""Allocation, the state file and plan computation, with made-up host snapshots."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ops.accounts.model import AccountsConfig, allocate, desired
+from ops.accounts.plan import compute
+from ops.accounts.snapshot import parse_snapshot, snapshot_command
+from ops.errors import InputError
+from ops.roster import parse
+from ops.state import LEFT, AccountsState, StateFile
+
+CFG = AccountsConfig.from_vars({"accounts_expire_date": "2027-03-31",
+                                "accounts_uid_range": [20000, 20002]}, "all.yml")  # type: ignore[arg-type]
+ROSTER = parse("student_id,first_name,last_name,email,pair\n"
+               "1,Dana,Cohen,d@u.il,1\n2,Eli,Levi,e@u.il,1\n3,Noa,Katz,n@u.il,2\n", "r.csv")
+
+
+def test_uids_are_recorded_and_never_reused(tmp_path) -> None:
+    sf = StateFile(tmp_path)
+    st = allocate(ROSTER, sf.load(), CFG, sf.path)
+    assert [r.uid for r in st.students.values()] == [20000, 20001, 20002]
+    sf.save(st)
+    assert (sf.path.stat().st_mode & 0o777) == 0o600
+    assert (sf.dir.stat().st_mode & 0o777) == 0o700
+    again = allocate(ROSTER, sf.load(), CFG, sf.path)
+    assert again.students == st.students
+    # student 3 leaves; a newcomer must not get uid 20002 again: the range is used up
+    newcomer = parse("student_id,first_name,last_name,email,pair\n"
+                     "1,Dana,Cohen,d@u.il,1\n2,Eli,Levi,e@u.il,1\n4,Ori,Levi,o@u.il,3\n", "r")
+    with pytest.raises(InputError, match="accounts_uid_range is used up"):
+        allocate(newcomer, again, CFG, sf.path)
+    left = allocate(newcomer.__class__("r", newcomer.students[:2]), again, CFG, sf.path)
+    assert left.students["3"].status == LEFT
+
+
+def test_corrupt_state_file_names_the_line(tmp_path) -> None:
+    sf = StateFile(tmp_path)
+    sf.dir.mkdir()
+    sf.path.write_text('{"version": 1,\n "students": {\n  "1": {"username": }\n}}\n')
+    with pytest.raises(InputError, match=r"accounts.json:3: not valid JSON"):
+        sf.load()
+
+
+def snapshot(passwd: str = "", group: str = "", shadow: str = "", dirs: str = "") -> list[str]:
+    return ["#passwd", "root:x:0:0:root:/root:/bin/bash", *passwd.splitlines(),
+            "#group", "root:x:0:", "sudo:x:27:", *group.splitlines(),
+            "#shadow", "root:*:", *shadow.splitlines(), "#dirs", *dirs.splitlines()]
+
+
+def test_empty_host_gets_everything() -> None:
+    st = allocate(ROSTER, allocate(ROSTER, AccountsState(),
+                                   CFG, "s"), CFG, "s")
+    plan = compute("gpu1", desired(st, ROSTER, CFG, homes=True), parse_snapshot(snapshot()))
+    kinds = [(c.action, c.kind, c.subject) for c in plan.changes]
+    assert ("add", "group", "course") in kinds
+    assert ("add", "group", "pair001") in kinds
+    assert ("add", "user", "dcohen") in kinds
+    assert ("add", "dir", "/home/dcohen") in kinds
+    assert ("add", "dir", "/home/pairs/pair001") in kinds
+    useradd = next(c for c in plan.changes if c.kind == "user" and c.subject == "dcohen").argv[0]
+    assert useradd[:5] == ("useradd", "-u", "20000", "-g", "20000")
+    assert "sudo" not in " ".join(useradd)
+
+
+def converged_snapshot() -> list[str]:
+    return snapshot(
+        passwd="dcohen:x:20000:20000:Dana Cohen:/home/dcohen:/bin/bash\n"
+               "elevi:x:20001:20001:Eli Levi:/home/elevi:/bin/bash\n"
+               "nkatz:x:20002:20002:Noa Katz:/home/nkatz:/bin/bash",
+        group="course:x:19999:dcohen,elevi,nkatz\npair001:x:30000:dcohen,elevi\n"
+              "pair002:x:30001:nkatz\ndcohen:x:20000:\nelevi:x:20001:\nnkatz:x:20002:",
+        shadow="dcohen:*:20908\nelevi:*:20908\nnkatz:*:20908",
+        dirs="20000:20000:700:/home/dcohen\n20001:20001:700:/home/elevi\n"
+             "20002:20002:700:/home/nkatz\n0:0:755:/home/pairs\n"
+             "0:30000:2770:/home/pairs/pair001\n0:30001:2770:/home/pairs/pair002")
+
+
+def test_converged_host_has_no_change() -> None:
+    st = allocate(ROSTER, AccountsState(), CFG, "s")
+    assert CFG.expire_days == 20908
+    plan = compute("ctl", desired(st, ROSTER, CFG, homes=True),
+                   parse_snapshot(converged_snapshot()))
+    assert plan.changes == [] and plan.conflicts == []
+
+
+def test_drift_is_planned_exactly() -> None:
+    st = allocate(ROSTER, AccountsState(), CFG, "s")
+    lines = converged_snapshot()
+    lines[lines.index("sudo:x:27:")] = "sudo:x:27:elevi"          # someone added to sudo
+    lines[lines.index("20000:20000:700:/home/dcohen")] = "20000:20000:755:/home/dcohen"
+    plan = compute("ctl", desired(st, ROSTER, CFG, homes=True), parse_snapshot(lines))
+    got = {(c.action, c.subject, c.detail) for c in plan.changes}
+    assert got == {("change", "elevi", "groups -sudo"),
+                   ("change", "/home/dcohen", "mode 755->700")}
+
+
+def test_left_student_is_locked_not_removed() -> None:
+    st = allocate(ROSTER, AccountsState(), CFG, "s")
+    two = ROSTER.__class__("r", ROSTER.students[:2])
+    st2 = allocate(two, st, CFG, "s")
+    plan = compute("ctl", desired(st2, two, CFG, homes=True),
+                   parse_snapshot(converged_snapshot()))
+    (change,) = [c for c in plan.changes if c.subject == "nkatz"]
+    assert change.action == "lock"
+    argv = change.argv[0]
+    assert argv[0] == "usermod" and "-L" in argv and "/usr/sbin/nologin" in argv
+    assert not [c for c in plan.changes if c.action == "remove"]
+
+
+def test_uid_taken_by_a_stranger_is_a_conflict() -> None:
+    st = allocate(ROSTER, AccountsState(), CFG, "s")
+    snap = parse_snapshot(snapshot(passwd="mallory:x:20000:20000::/home/m:/bin/sh"))
+    plan = compute("gpu2", desired(st, ROSTER, CFG, homes=False), snap)
+    assert plan.conflicts == ["gpu2: uid 20000 for dcohen belongs to 'mallory'"]
+
+
+def test_snapshot_command_reveals_no_password_hash() -> None:
+    cmd = snapshot_command("/home", "/home/pairs", True)
+    assert "substr($2,1,1)" in cmd and "print $1\":\"k" in cmd
+    assert json.dumps(cmd)  # a plain string
+
+
+def test_script_chunks_respect_the_argv_limit() -> None:
+    from ops.sample import make_class
+
+    big = parse(make_class(300), "big.csv")
+    cfg = AccountsConfig.from_vars({"accounts_expire_date": "2027-03-31"}, "a")  # type: ignore[arg-type]
+    st = allocate(big, AccountsState(), cfg, "s")
+    plan = compute("ctl", desired(st, big, cfg, homes=True), parse_snapshot(snapshot()))
+    chunks = plan.script_chunks()
+    assert len(chunks) > 1
+    assert all(len(c) <= 60_000 for c in chunks)

@@ -1,0 +1,381 @@
+"""The `ops` command line: parses, then hands over to the domain modules."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import shutil
+import sys
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from ops import REPO_ROOT, __version__
+from ops.errors import ExitCode, InputErrors, OpsError, UsageError
+
+DEFAULT_INVENTORY = REPO_ROOT / "inventory" / "lab"
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+log = logging.getLogger("ops")
+
+
+@dataclass
+class Opts:
+    inventory: Path = DEFAULT_INVENTORY
+    verbose: int = 0
+    quiet: bool = False
+    yes: bool = False
+
+    def say(self, message: str) -> None:
+        """A phase or progress line, on stderr."""
+        if not self.quiet:
+            err.print(f"[bold cyan]>[/] {message}")
+
+
+def _set(attr: str) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    def cb(ctx: click.Context, _p: click.Parameter, value: Any) -> Any:
+        opts = ctx.find_object(Opts) or ctx.ensure_object(Opts)
+        if value not in (None, 0, False):
+            setattr(opts, attr, Path(value) if attr == "inventory" else value)
+        return value
+
+    return cb
+
+
+def common(f: Callable[..., Any]) -> Callable[..., Any]:
+    """-i/-v/-q/-y on the group and on every command, so they go before or after."""
+    opts = [
+        click.option("-i", "--inventory", type=click.Path(file_okay=False), expose_value=False,
+                     callback=_set("inventory"), is_eager=True,
+                     help="Inventory directory (hosts.yml + group_vars/). Default: the lab."),
+        click.option("-v", "--verbose", count=True, expose_value=False, callback=_set("verbose"),
+                     help="Show the commands run (-vv: tracebacks too)."),
+        click.option("-q", "--quiet", is_flag=True, expose_value=False, callback=_set("quiet"),
+                     help="Only errors and data."),
+        click.option("-y", "--yes", is_flag=True, expose_value=False, callback=_set("yes"),
+                     help="Do not ask before changing hosts."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def pass_opts(f: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        opts = click.get_current_context().find_object(Opts) or Opts()
+        _logging(opts)
+        return f(opts, *args, **kwargs)
+
+    return wrapper
+
+
+def _logging(opts: Opts) -> None:
+    level = logging.WARNING if opts.verbose == 0 else logging.INFO if opts.verbose == 1 \
+        else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr, force=True)
+    for noisy in ("pyinfra", "paramiko", "docker", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.ERROR if opts.verbose < 2 else logging.DEBUG)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="ops")
+@common
+@click.pass_context
+def cli(ctx: click.Context) -> None:
+    """course-ops: a GPU deep-learning course's infrastructure from one repository."""
+    ctx.ensure_object(Opts)
+
+
+# ---------------------------------------------------------------- lab
+@cli.group()
+def lab() -> None:
+    """The local lab: ctl + gpu1 + gpu2 in Docker, the embedded default inventory."""
+
+
+@lab.command("up")
+@common
+@pass_opts
+def lab_up(opts: Opts) -> None:
+    """Build (cached) and start the lab; write its hosts.yml. Safe to re-run."""
+    from ops import lab as lab_mod
+
+    nodes = lab_mod.up(opts.inventory, log=opts.say)
+    _lab_table(nodes)
+
+
+@lab.command("down")
+@click.option("--image", is_flag=True, help="Also remove the cached base image.")
+@common
+@pass_opts
+def lab_down(opts: Opts, image: bool) -> None:
+    """Remove the lab: containers, volumes, network, keys, state. Leaves nothing behind."""
+    from ops import lab as lab_mod
+
+    lab_mod.down(opts.inventory, remove_image=image, log=opts.say)
+    state_dir = opts.inventory / "state"
+    if state_dir.is_dir():
+        shutil.rmtree(state_dir)
+    opts.say("the lab is gone")
+
+
+@lab.command("status")
+@common
+@pass_opts
+def lab_status(opts: Opts) -> None:
+    """Each lab host, its SSH port and health."""
+    from ops import lab as lab_mod
+
+    nodes = lab_mod.status(opts.inventory)
+    _lab_table(nodes)
+    if not all(n.healthy for n in nodes):
+        raise OpsError("the lab is not healthy", hint="run `ops lab up`")
+
+
+def _lab_table(nodes: list[Any]) -> None:
+    t = Table("host", "container", "ssh port", "state", "systemd", "ssh", "health")
+    for n in nodes:
+        t.add_row(n.name, n.container, str(n.port or "-"), n.state, n.systemd,
+                  "yes" if n.ssh else "no", "[green]ok[/]" if n.healthy else "[red]bad[/]")
+    out.print(t)
+
+
+# ---------------------------------------------------------------- roster
+@cli.group()
+def roster() -> None:
+    """The class roster (CSV)."""
+
+
+@roster.command("check")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+@common
+@pass_opts
+def roster_check(opts: Opts, file: Path, fmt: str) -> None:
+    """Validate FILE offline and show each student's username and group."""
+    from ops import roster as roster_mod
+    from ops.accounts.model import AccountsConfig, allocate
+    from ops.inventory import load_vars_only
+    from ops.state import StateFile
+
+    r = roster_mod.load(file)
+    gv = load_vars_only(opts.inventory) if opts.inventory.is_dir() else {}
+    cfg = AccountsConfig.from_vars(gv, opts.inventory / "group_vars" / "all.yml")
+    sf = StateFile(opts.inventory.resolve())
+    st = allocate(r, sf.load(), cfg, sf.path)  # names as the inventory gives them; not saved
+    students = [{"student_id": s.student_id, "username": st.students[s.student_id].username,
+                 "pair": st.pairs[s.pair].group} for s in r.students]
+    pairs = [{"name": st.pairs[k].group,
+              "members": [st.students[m.student_id].username for m in members]}
+             for k, members in sorted(r.pairs().items(), key=lambda kv: st.pairs[kv[0]].gid)]
+    if fmt == "json":
+        click.echo(json.dumps({"students": students, "pairs": pairs}, indent=2,
+                              ensure_ascii=False))
+        return
+    t = Table("student_id", "name", "username", "group")
+    for s, row in zip(r.students, students, strict=True):
+        t.add_row(s.student_id, f"{s.first_name} {s.last_name}", row["username"], row["pair"])
+    if opts.verbose:
+        out.print(t)
+    n_pairs = sum(1 for p in pairs if len(p["members"]) == 2)
+    out.print(f"{file}: OK, {len(students)} students in {len(pairs)} groups "
+              f"({n_pairs} pairs, {len(pairs) - n_pairs} singles)")
+
+
+# ---------------------------------------------------------------- accounts
+@cli.group()
+def accounts() -> None:
+    """Student accounts and pair spaces on slurm_controller and gpu_servers."""
+
+
+roster_option = click.option("--roster", type=click.Path(dir_okay=False, path_type=Path),
+                             help="Roster CSV (default: accounts_roster in group_vars).")
+
+
+@accounts.command("plan")
+@roster_option
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@common
+@pass_opts
+def accounts_plan(opts: Opts, roster: Path | None, fmt: str) -> None:
+    """What sync would add, change, lock or remove, per host. Changes nothing."""
+    from ops.accounts import sync as sync_mod
+
+    ctx = sync_mod.load_context(opts.inventory, roster)
+    opts.say(f"reading accounts on {len(ctx.hosts)} host(s)")
+    _, plans = sync_mod.plan(ctx)
+    changes = [c for p in plans.values() for c in p.changes]
+    conflicts = [c for p in plans.values() for c in p.conflicts]
+    if fmt == "json":
+        click.echo(json.dumps({"changes": [c.as_dict() for c in changes],
+                               "conflicts": conflicts}, indent=1))
+        return
+    _plan_table(plans)
+    for c in conflicts:
+        err.print(f"[red]conflict[/] {c}")
+
+
+def _plan_table(plans: dict[str, Any]) -> None:
+    changes = [c for p in plans.values() for c in p.changes]
+    if not changes:
+        out.print("no change: every host matches the roster")
+        return
+    rows: dict[tuple[str, str, str, str], list[str]] = {}
+    for c in changes:
+        rows.setdefault((c.action, c.kind, c.subject, c.detail), []).append(c.host)
+    t = Table("action", "kind", "subject", "detail", "hosts")
+    every = len(plans)
+    for (action, kind, subject, detail), hosts in rows.items():
+        t.add_row(action, kind, subject, detail, "all" if len(hosts) == every and every > 1
+                  else ",".join(hosts))
+    out.print(t)
+    counts = Table("host", "add", "change", "lock", "unlock", "remove")
+    for host, p in plans.items():
+        n = Counter(c.action for c in p.changes)
+        counts.add_row(host, *(str(n[a]) for a in ("add", "change", "lock", "unlock", "remove")))
+    out.print(counts)
+
+
+def _confirm(opts: Opts, question: str) -> bool:
+    if opts.yes:
+        return True
+    if not sys.stdin.isatty():
+        raise UsageError("not confirmed: no terminal to ask on", hint="pass -y to apply")
+    return click.confirm(question, default=False, err=True)
+
+
+@accounts.command("sync")
+@roster_option
+@common
+@pass_opts
+def accounts_sync(opts: Opts, roster: Path | None) -> None:
+    """Show the plan, ask (unless -y), apply it; students who left are locked."""
+    from ops.accounts import sync as sync_mod
+
+    ctx = sync_mod.load_context(opts.inventory, roster)
+
+    def confirm(plans: dict[str, Any]) -> bool:
+        if not opts.quiet:
+            _plan_table(plans)
+        return _confirm(opts, "Apply these changes?")
+
+    plans = sync_mod.sync(ctx, confirm, progress=opts.say)
+    n = sum(len(p.changes) for p in plans.values())
+    out.print("no change: every host matches the roster" if n == 0 else
+              f"applied {n} change(s) on {sum(1 for p in plans.values() if p.changes)} host(s)")
+
+
+@accounts.command("offboard")
+@click.argument("students", nargs=-1)
+@click.option("--archive", "archive_dir", type=click.Path(file_okay=False, path_type=Path),
+              required=True, help="Directory for the tar.gz archives and sha256 manifests.")
+@click.option("--all", "everyone", is_flag=True, help="Everyone (semester end).")
+@roster_option
+@common
+@pass_opts
+def accounts_offboard(opts: Opts, students: tuple[str, ...], archive_dir: Path,
+                      everyone: bool, roster: Path | None) -> None:
+    """Archive, check, then remove students who left (or STUDENT..., or --all)."""
+    from ops.accounts import offboard as off_mod
+    from ops.accounts import sync as sync_mod
+
+    ctx = sync_mod.load_context(opts.inventory, roster)
+    def confirm(text: str) -> bool:
+        out.print(text)
+        return _confirm(opts, "Archive and remove them?")
+
+    done = off_mod.offboard(ctx, archive_dir, list(students), everyone, confirm,
+                            progress=opts.say)
+    out.print(f"offboarded {len(done)} account(s); archives in {archive_dir}")
+
+
+# ---------------------------------------------------------------- verify / provision
+@cli.command("verify")
+@click.argument("area", required=False)
+@click.option("--hosts", "hosts", help="testinfra host spec overriding the inventory "
+              "(e.g. local://, ssh://user@host).")
+@click.option("--junit", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write JUnit XML here.")
+@roster_option
+@common
+@pass_opts
+def verify_cmd(opts: Opts, area: str | None, hosts: str | None, junit: Path | None,
+               roster: Path | None) -> None:
+    """Run the testinfra specs (AREA: accounts; default all) and summarise per host."""
+    _verify(opts, area, hosts, junit, roster)
+
+
+def _verify(opts: Opts, area: str | None, hosts: str | None, junit: Path | None,
+            roster: Path | None) -> None:
+    from ops.verify import verify
+
+    opts.say(f"verifying {area or 'everything'}")
+    code, summary = verify(opts.inventory, area, hosts, junit, roster,
+                           -1 if opts.quiet else opts.verbose)
+    t = Table("host", "passed", "failed", "skipped")
+    for host, r in summary.items():
+        t.add_row(host, str(r.passed), f"[red]{r.failed}[/]" if r.failed else "0",
+                  str(r.skipped))
+    out.print(t)
+    if code != 0:
+        raise OpsError(f"verification failed (pytest exit {code})",
+                       hint="see the failures above")
+
+
+@cli.command("provision")
+@click.option("--check", is_flag=True, help="Show what would change; change nothing.")
+@roster_option
+@common
+@pass_opts
+def provision(opts: Opts, check: bool, roster: Path | None) -> None:
+    """Bring every host in step: accounts, then verify."""
+    from ops.accounts import sync as sync_mod
+
+    ctx = sync_mod.load_context(opts.inventory, roster)
+    opts.say("phase 1/2: accounts")
+    if check:
+        _, plans = sync_mod.plan(ctx)
+        _plan_table(plans)
+        return
+
+    def confirm(plans: dict[str, Any]) -> bool:
+        if not opts.quiet:
+            _plan_table(plans)
+        return _confirm(opts, "Apply these changes?")
+
+    sync_mod.sync(ctx, confirm, progress=opts.say)
+    opts.say("phase 2/2: verify")
+    _verify(opts, None, None, None, roster)
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False, prog_name="ops")
+    except click.exceptions.Abort:
+        err.print("ops: interrupted")
+        sys.exit(ExitCode.INTERRUPTED)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(ExitCode.USAGE)
+    except KeyboardInterrupt:
+        err.print("ops: interrupted")
+        sys.exit(ExitCode.INTERRUPTED)
+    except OpsError as exc:
+        verbose = "-vv" in sys.argv or any(a.startswith("-vvv") for a in sys.argv)
+        if verbose:
+            logging.exception("traceback")
+        if isinstance(exc, InputErrors):
+            for line in exc.lines():
+                err.print(f"ops: error: {line}", markup=False)
+        else:
+            err.print(f"ops: error: {exc}", markup=False)
+        sys.exit(exc.code)
+    sys.exit(ExitCode.OK)

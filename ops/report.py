@@ -1,0 +1,44 @@
+"""Per-host summaries of a testinfra run, read from its JUnit XML."""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+_HOST = re.compile(r"\[(?:ansible|ssh|paramiko|local|docker)://([^\]-]*)")
+
+
+@dataclass
+class HostResult:
+    passed: int = 0
+    failed: int = 0
+    skipped: int = 0
+    failures: list[str] = field(default_factory=list)
+
+
+def host_of(case: ET.Element) -> str:
+    """The host a test ran on: the ``host`` property tests/infra/conftest.py records."""
+    for prop in case.iter("property"):
+        if prop.get("name") == "host":
+            return prop.get("value") or "-"
+    m = _HOST.search(case.get("name", ""))
+    return (m.group(1) or "local") if m else "-"
+
+
+def summarise(junit: Path) -> dict[str, HostResult]:
+    out: dict[str, HostResult] = defaultdict(HostResult)
+    root = ET.parse(junit).getroot()
+    for case in root.iter("testcase"):
+        name = case.get("name", "")
+        r = out[host_of(case)]
+        if case.find("failure") is not None or case.find("error") is not None:
+            r.failed += 1
+            r.failures.append(f"{case.get('classname', '')}::{name}")
+        elif case.find("skipped") is not None:
+            r.skipped += 1
+        else:
+            r.passed += 1
+    return dict(sorted(out.items()))

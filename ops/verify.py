@@ -1,0 +1,72 @@
+"""`ops verify`: run the testinfra specs of tests/infra/ against the inventory's hosts."""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+from ops import REPO_ROOT, report
+from ops import inventory as inv_mod
+from ops.errors import UsageError
+from ops.run import run
+
+SPECS = REPO_ROOT / "tests" / "infra"
+#: area -> the inventory groups its spec targets
+AREAS: dict[str, tuple[str, ...]] = {
+    "accounts": ("slurm_controller", "gpu_servers"),
+}
+
+
+def targets(inventory_dir: Path, areas: list[str]) -> str:
+    inv = inv_mod.load(inventory_dir)
+    groups: list[str] = []
+    for a in areas:
+        groups += [g for g in AREAS[a] if g not in groups and inv.groups.get(g)]
+    if not groups:
+        raise UsageError(f"{inv.hosts_file}: no host in {', '.join(AREAS[areas[0]])}",
+                         hint="add hosts to those groups, or pass --hosts SPEC")
+    return ",".join(f"ansible://{g}" for g in groups)
+
+
+SSH_CONFIG = """\
+# Written by `ops verify`: one SSH connection per host, reused by every check.
+Host *
+  ControlMaster auto
+  ControlPath {dir}/cm-%C
+  ControlPersist 60s
+  ServerAliveInterval 15
+"""
+
+
+def pytest_argv(inventory_dir: Path, areas: list[str], hosts: str, junit: Path,
+                roster: Path | None, verbosity: int, ssh_config: Path) -> list[str]:
+    inventory_dir = inventory_dir.resolve()
+    argv = [sys.executable, "-m", "pytest", *(str(SPECS / f"test_{a}.py") for a in areas),
+            f"--hosts={hosts}", f"--ops-inventory={inventory_dir}",
+            f"--ssh-config={ssh_config}",
+            f"--junit-xml={junit}", "-p", "no:cacheprovider", "--rootdir", str(REPO_ROOT),
+            "-o", "junit_family=xunit1"]
+    if (inventory_dir / "hosts.yml").is_file():
+        argv.append(f"--ansible-inventory={inventory_dir / 'hosts.yml'}")
+    if roster:
+        argv.append(f"--ops-roster={roster.resolve()}")
+    argv += ["-q"] if verbosity <= 0 else ["-v"] * verbosity
+    return argv
+
+
+def verify(inventory_dir: Path, area: str | None, hosts: str | None, junit: Path | None,
+           roster: Path | None = None, verbosity: int = 0
+           ) -> tuple[int, dict[str, report.HostResult]]:
+    if area and area not in AREAS:
+        raise UsageError(f"unknown area {area!r}", hint=f"choose one of: {', '.join(AREAS)}")
+    areas = [area] if area else list(AREAS)
+    spec = hosts or targets(inventory_dir, areas)
+    with tempfile.TemporaryDirectory(prefix="ops-verify-") as tmp:
+        out = junit or Path(tmp) / "junit.xml"
+        ssh_config = Path(tmp) / "ssh_config"
+        ssh_config.write_text(SSH_CONFIG.format(dir=tmp))
+        code = run(pytest_argv(inventory_dir, areas, spec, out, roster, verbosity, ssh_config),
+                   cwd=REPO_ROOT)
+        summary = report.summarise(out) if out.is_file() else {}
+    return code, summary

@@ -1,0 +1,102 @@
+"""Shared fixtures of the testinfra specs; `ops verify` runs them against any inventory.
+
+Targets come from the command line (``--hosts``); what the hosts must hold comes from the
+inventory named by ``--ops-inventory`` (its group_vars, roster and accounts state file).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from ops import REPO_ROOT
+from ops.accounts.model import AccountsConfig, allocate
+from ops.errors import OpsError
+from ops.roster import Roster
+from ops.state import ACTIVE, LEFT, OFFBOARDED, AccountsState
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    g = parser.getgroup("course-ops")
+    g.addoption("--ops-inventory", default=os.environ.get("OPS_INVENTORY",
+                                                          str(REPO_ROOT / "inventory" / "lab")),
+                help="inventory directory whose plan the hosts must match")
+    g.addoption("--ops-roster", default=None, help="roster overriding the inventory's")
+
+
+@dataclass
+class Expected:
+    cfg: AccountsConfig
+    state: AccountsState
+    roster: Roster
+
+    def students(self, status: str) -> list[str]:
+        return sorted(r.username for r in self.state.students.values() if r.status == status)
+
+    def record(self, username: str):  # noqa: ANN201
+        return next(r for r in self.state.students.values() if r.username == username)
+
+    def keys(self, username: str) -> tuple[str, ...]:
+        sid = next(k for k, r in self.state.students.items() if r.username == username)
+        student = self.roster.by_id().get(sid)
+        return student.ssh_keys if student else ()
+
+    def active_pairs(self) -> list[str]:
+        return sorted(p.group for p in self.state.pairs.values() if p.status == ACTIVE)
+
+    def members(self, group: str) -> list[str]:
+        key = next(k for k, p in self.state.pairs.items() if p.group == group)
+        return sorted(r.username for r in self.state.students.values()
+                      if r.pair == key and r.status == ACTIVE)
+
+    def gid(self, group: str) -> int:
+        return next(p.gid for p in self.state.pairs.values() if p.group == group)
+
+
+def _expected(config: pytest.Config) -> Expected:
+    cached = getattr(config, "_ops_expected", None)
+    if cached is not None:
+        return cached
+    from ops.accounts.sync import load_context
+
+    roster = config.getoption("--ops-roster")
+    try:
+        ctx = load_context(Path(config.getoption("--ops-inventory")),
+                           Path(roster) if roster else None)
+        saved = ctx.statefile.load()
+        if not saved.students:
+            raise OpsError(f"{ctx.statefile.path}: no accounts recorded",
+                           hint="run `ops accounts sync` first")
+        state = allocate(ctx.roster, saved, ctx.cfg, ctx.statefile.path)
+    except OpsError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    exp = Expected(ctx.cfg, state, ctx.roster)
+    config._ops_expected = exp  # type: ignore[attr-defined]
+    return exp
+
+
+@pytest.fixture(scope="session")
+def expected(pytestconfig: pytest.Config) -> Expected:
+    return _expected(pytestconfig)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    wanted = {"student": ACTIVE, "left_student": LEFT, "offboarded_student": OFFBOARDED}
+    for name, status in wanted.items():
+        if name in metafunc.fixturenames:
+            users = _expected(metafunc.config).students(status)
+            metafunc.parametrize(name, users, ids=users)
+    if "pair_group" in metafunc.fixturenames:
+        pairs = _expected(metafunc.config).active_pairs()
+        metafunc.parametrize("pair_group", pairs, ids=pairs)
+
+
+@pytest.fixture(autouse=True)
+def _record_host(request: pytest.FixtureRequest, record_property) -> None:  # noqa: ANN001
+    """Name the host in the JUnit XML, for the per-host summary of `ops verify`."""
+    if "host" in request.fixturenames:
+        backend = request.getfixturevalue("host").backend
+        record_property("host", backend.get_pytest_id().split("://", 1)[-1] or "local")

@@ -1,0 +1,130 @@
+"""Student accounts and pair spaces, as the plan says, checked on every host.
+
+Access is tried for real, as the students themselves (their uid and groups, via setpriv):
+a student cannot enter another pair's directory or another student's home, a partner can
+write the pair directory, and `sudo -n true` fails.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import shlex
+
+import pytest
+
+FORBIDDEN = {"sudo", "wheel", "admin", "adm", "docker", "root", "lxd", "disk", "shadow"}
+
+
+def as_user(host, user: str, command: str):  # noqa: ANN001, ANN201
+    argv = ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", "--",
+            "sh", "-c", command]
+    return host.run(shlex.join(argv))
+
+
+def test_course_group(host, expected) -> None:  # noqa: ANN001
+    g = host.group(expected.cfg.course_group)
+    assert g.exists
+    assert g.gid == expected.cfg.course_gid
+
+
+def test_student_account(host, expected, student) -> None:  # noqa: ANN001
+    rec = expected.record(student)
+    pair = expected.state.pairs[rec.pair].group
+    u = host.user(student)
+    assert u.exists, f"{student} is missing"
+    assert (u.uid, u.gid) == (rec.uid, rec.uid)
+    assert u.group == student  # a private primary group of its own
+    assert host.group(student).gid == rec.uid
+    assert u.home == f"{expected.cfg.home_root}/{student}"
+    assert u.shell == expected.cfg.shell
+    assert set(u.groups) == {student, pair, expected.cfg.course_group}
+    assert u.expiration_date is not None
+    assert u.expiration_date.date() == expected.cfg.expire_date
+
+
+def test_student_has_no_password_login(host, expected, student) -> None:  # noqa: ANN001
+    if expected.cfg.password_login:
+        pytest.skip("the inventory enables password login")
+    kind = host.check_output("awk -F: -v u=%s '$1==u {print substr($2,1,1)}' /etc/shadow",
+                             student)
+    assert kind == "*", f"{student} has a usable or locked password field (kind {kind!r})"
+
+
+def test_student_never_privileged(host, student) -> None:  # noqa: ANN001
+    assert not FORBIDDEN & set(host.user(student).groups)
+    r = as_user(host, student, "sudo -n true")
+    assert r.rc != 0, f"{student} can sudo"
+
+
+def test_home_is_private(host, expected, student) -> None:  # noqa: ANN001
+    rec = expected.record(student)
+    home = host.file(f"{expected.cfg.home_root}/{student}")
+    assert home.is_directory and not home.is_symlink
+    assert (home.uid, home.gid) == (rec.uid, rec.uid)
+    assert home.mode == 0o700
+
+
+def test_authorized_keys(host, expected, student) -> None:  # noqa: ANN001
+    rec = expected.record(student)
+    keys = expected.keys(student)
+    if not keys:
+        pytest.skip("the roster gives this student no SSH key")
+    f = host.file(f"{expected.cfg.home_root}/{student}/.ssh/authorized_keys")
+    assert f.is_file
+    assert (f.uid, f.mode) == (rec.uid, 0o600)
+    content = f.content_string
+    for key in keys:
+        assert key in content
+
+
+def test_other_homes_are_closed(host, expected, student) -> None:  # noqa: ANN001
+    others = [u for u in expected.students("active") if u != student]
+    if not others:
+        pytest.skip("a class of one")
+    other = others[sum(map(ord, student)) % len(others)]
+    path = shlex.quote(f"{expected.cfg.home_root}/{other}")
+    assert as_user(host, student, f"ls {path}").rc != 0
+    assert as_user(host, student, f"touch {path}/.intruder").rc != 0
+
+
+def test_pair_dir(host, expected, pair_group) -> None:  # noqa: ANN001
+    d = host.file(f"{expected.cfg.pairs_dir}/{pair_group}")
+    assert d.is_directory and not d.is_symlink
+    assert (d.user, d.group) == ("root", pair_group)
+    assert d.gid == expected.gid(pair_group)
+    assert d.mode == 0o2770
+
+
+def test_partners_write_their_pair_dir(host, expected, pair_group) -> None:  # noqa: ANN001
+    base = f"{expected.cfg.pairs_dir}/{pair_group}"
+    for member in expected.members(pair_group):
+        probe = shlex.quote(f"{base}/.ops-verify-{member}")
+        r = as_user(host, member, f"touch {probe} && stat -c %G {probe} && rm -f {probe}")
+        assert r.rc == 0, f"{member} cannot write {base}: {r.stderr}"
+        assert r.stdout.strip() == pair_group  # setgid: new files belong to the pair
+
+
+def test_other_pairs_are_closed(host, expected, pair_group) -> None:  # noqa: ANN001
+    pairs = expected.active_pairs()
+    other = pairs[(pairs.index(pair_group) + 1) % len(pairs)]
+    if other == pair_group:
+        pytest.skip("a class of one group")
+    target = shlex.quote(f"{expected.cfg.pairs_dir}/{other}")
+    for member in expected.members(pair_group):
+        assert as_user(host, member, f"ls {target}").rc != 0
+        assert as_user(host, member, f"touch {target}/.intruder").rc != 0
+
+
+def test_left_student_is_locked(host, expected, left_student) -> None:  # noqa: ANN001
+    u = host.user(left_student)
+    assert u.exists
+    assert u.shell == "/usr/sbin/nologin"
+    assert u.expiration_date is not None and u.expiration_date.date() < dt.date.today()
+    kind = host.check_output("awk -F: -v u=%s '$1==u {print substr($2,1,1)}' /etc/shadow",
+                             left_student)
+    assert kind == "!"
+    assert set(u.groups) == {left_student}
+
+
+def test_offboarded_student_is_gone(host, offboarded_student) -> None:  # noqa: ANN001
+    assert not host.user(offboarded_student).exists

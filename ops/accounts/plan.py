@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import os
 import shlex
 from dataclasses import dataclass, field
 
@@ -42,8 +43,10 @@ class HostPlan:
     changes: list[Change] = field(default_factory=list)
     conflicts: list[str] = field(default_factory=list)
 
-    def script_chunks(self, limit: int = 60_000) -> list[str]:
-        """The changes as shell command strings of at most ``limit`` bytes each (argv max)."""
+    def script_chunks(self, limit: int = 0) -> list[str]:
+        """The changes as shell commands of at most ``limit`` bytes each (the kernel caps one
+        argument at 128 KiB); each runs under the host's accounts lock."""
+        limit = limit or int(os.environ.get("OPS_ACCOUNTS_CHUNK_BYTES", "50000"))
         chunks: list[str] = []
         cur: list[str] = []
         size = 0
@@ -57,7 +60,16 @@ class HostPlan:
                 size += len(line) + 4
         if cur:
             chunks.append(" && ".join(cur))
-        return chunks
+        return [locked(c) for c in chunks]
+
+
+#: Serialises course-ops runs on a host: a run killed locally may leave its last command
+#: running remotely; the next run's snapshot waits for it instead of racing it.
+HOST_LOCK = "/run/lock/course-ops-accounts.lock"
+
+
+def locked(command: str) -> str:
+    return f"flock -w 600 {HOST_LOCK} sh -c {shlex.quote(command)}"
 
 
 def keys_text(keys: tuple[str, ...]) -> str:

@@ -58,7 +58,9 @@ def snapshot_command(home_root: str, pairs_dir: str, homes: bool) -> str:
             f"echo '#sums'; find {h} -mindepth 3 -maxdepth 3 -path '*/.ssh/authorized_keys'"
             " -type f -exec sha256sum {} + 2>/dev/null || true",
         ]
-    return "; ".join(lines)
+    from ops.accounts.plan import locked
+
+    return locked("; ".join(lines))
 
 
 def parse_snapshot(lines: list[str]) -> HostSnapshot:

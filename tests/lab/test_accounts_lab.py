@@ -1,0 +1,251 @@
+"""The foundation end to end on a real lab, in order, through the real CLI.
+
+lab up (twice) -> a bad roster changes nothing -> sync -> verify -> sync again: no change
+-> drift is caught by verify and repaired by sync -> roster edits planned exactly -> sync ->
+verify -> an interrupted sync converges -> offboard with a checked archive -> lab down
+leaves nothing.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from ops import REPO_ROOT
+from ops.sample import make_class
+from tests.lab.conftest import LAB_NAME, docker_exec, ops
+
+pytestmark = pytest.mark.lab
+NODES = ("ctl", "gpu1", "gpu2")
+
+
+def container_ids() -> list[str]:
+    out = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=course-ops.lab={LAB_NAME}"],
+                         capture_output=True, text=True, check=True).stdout
+    return sorted(out.split())
+
+
+def read_roster(inv: Path) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO((inv / "roster.csv").read_text("utf-8"))))
+
+
+def write_roster(inv: Path, rows: list[dict[str, str]]) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    (inv / "roster.csv").write_text(buf.getvalue(), "utf-8")
+
+
+def usernames(inv: Path) -> dict[str, str]:
+    doc = json.loads(ops(inv, "roster", "check", str(inv / "roster.csv"),
+                         "--format", "json").stdout)
+    return {s["student_id"]: s["username"] for s in doc["students"]}
+
+
+def plan(inv: Path) -> set[tuple[str, str, str, str]]:
+    doc = json.loads(ops(inv, "accounts", "plan", "--format", "json").stdout)
+    assert doc["conflicts"] == []
+    return {(c["host"], c["action"], c["kind"], c["subject"]) for c in doc["changes"]}
+
+
+def verify(inv: Path, junit: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return ops(inv, "verify", "accounts", "--junit", str(junit), check=check)
+
+
+def test_lab_up_again_is_a_no_op(lab_inventory: Path) -> None:
+    before, hosts_yml = container_ids(), (lab_inventory / "hosts.yml").read_text()
+    assert len(before) == 3
+    mtime = (lab_inventory / "hosts.yml").stat().st_mtime_ns
+    t0 = time.monotonic()
+    ops(lab_inventory, "lab", "up")
+    assert time.monotonic() - t0 < 30
+    assert container_ids() == before
+    assert (lab_inventory / "hosts.yml").read_text() == hosts_yml
+    assert (lab_inventory / "hosts.yml").stat().st_mtime_ns == mtime
+    key = lab_inventory / ".lab" / "id_ed25519"
+    assert key.stat().st_mode & 0o777 == 0o600
+    status = ops(lab_inventory, "lab", "status").stdout
+    for node in NODES:
+        assert node in status
+
+
+def test_bad_roster_changes_nothing(lab_inventory: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("student_id,first_name,last_name,email,pair\n1,A,B,a@u.il,1\n"
+                   "2,C,D,not-an-email,1\n")
+    passwd = {n: docker_exec(n, "cat", "/etc/passwd", "/etc/group") for n in NODES}
+    p = ops(lab_inventory, "-y", "accounts", "sync", "--roster", str(bad), check=False)
+    assert p.returncode == 3
+    assert f"{bad}:3: malformed email 'not-an-email'" in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1
+    assert {n: docker_exec(n, "cat", "/etc/passwd", "/etc/group") for n in NODES} == passwd
+    assert not (lab_inventory / "state" / "accounts.json").exists()
+
+
+def test_sync_provisions_every_student_and_verify_passes(lab_inventory: Path,
+                                                         tmp_path: Path) -> None:
+    p = ops(lab_inventory, "-y", "accounts", "sync")
+    assert "applied" in p.stdout
+    names = usernames(lab_inventory)
+    assert len(names) == 40
+    for node in NODES:
+        passwd = docker_exec(node, "getent", "passwd")
+        assert all(f"\n{u}:" in "\n" + passwd for u in names.values()), node
+    junit = tmp_path / "accounts.xml"
+    p = verify(lab_inventory, junit)
+    suite = ET.parse(junit).getroot()
+    cases = list(suite.iter("testcase"))
+    assert len(cases) > 40 * 3 * 5
+    assert not [c for c in cases if c.find("failure") is not None]
+    for node in NODES:
+        assert node in p.stdout  # the per-host summary
+
+
+def test_second_sync_reports_no_change(lab_inventory: Path) -> None:
+    assert plan(lab_inventory) == set()
+    p = ops(lab_inventory, "-y", "accounts", "sync")
+    assert "no change" in p.stdout
+
+
+def test_verify_catches_drift_and_sync_repairs_it(lab_inventory: Path, tmp_path: Path) -> None:
+    names = sorted(usernames(lab_inventory).values())
+    docker_exec("gpu1", "usermod", "-aG", "sudo", names[0])
+    docker_exec("ctl", "chmod", "0755", f"/home/{names[1]}")
+    p = verify(lab_inventory, tmp_path / "drift.xml", check=False)
+    assert p.returncode == 1
+    failed = {c.get("name") for c in ET.parse(tmp_path / "drift.xml").getroot().iter("testcase")
+              if c.find("failure") is not None}
+    assert any(names[0] in f and "gpu1" in f for f in failed), failed
+    assert any("test_home_is_private" in f and names[1] in f for f in failed), failed
+    assert plan(lab_inventory) == {("gpu1", "change", "user", names[0]),
+                                   ("ctl", "change", "dir", f"/home/{names[1]}")}
+    ops(lab_inventory, "-y", "accounts", "sync")
+    verify(lab_inventory, tmp_path / "repaired.xml")
+
+
+def test_roster_edits_are_planned_exactly(lab_inventory: Path, tmp_path: Path) -> None:
+    rows = read_roster(lab_inventory)
+    before = usernames(lab_inventory)
+    by_pair: dict[str, list[dict[str, str]]] = {}
+    for r in rows:
+        by_pair.setdefault(r["pair"], []).append(r)
+    pairs = [p for p, m in by_pair.items() if len(m) == 2]
+    split, drop = by_pair[pairs[0]][1], by_pair[pairs[1]][1]
+    split["pair"] = "split-off"  # a pair splits: one partner becomes a single
+    rows.remove(drop)  # a student drops the course
+    joiner = dict(rows[0], student_id="399999999", first_name="Zoë", last_name="Newman",
+                  email="zn@campus.example.ac.il", pair="late-joiner", ssh_public_key="")
+    rows.append(joiner)  # a student joins
+    write_roster(lab_inventory, rows)
+    after = usernames(lab_inventory)
+    assert {k: v for k, v in after.items() if k in before} == \
+        {k: v for k, v in before.items() if k in after}  # nobody renamed
+    groups = {s["student_id"]: s["pair"] for s in json.loads(
+        ops(lab_inventory, "roster", "check", str(lab_inventory / "roster.csv"),
+            "--format", "json").stdout)["students"]}
+    new_single, joiner_group = groups[split["student_id"]], groups["399999999"]
+    u_split, u_drop, u_join = before[split["student_id"]], before[drop["student_id"]], \
+        after["399999999"]
+    want = set()
+    for h in NODES:
+        want |= {(h, "add", "group", new_single), (h, "add", "group", joiner_group),
+                 (h, "add", "group", u_join), (h, "add", "user", u_join),
+                 (h, "change", "user", u_split), (h, "lock", "user", u_drop)}
+    want |= {("ctl", "add", "dir", f"/home/pairs/{new_single}"),
+             ("ctl", "add", "dir", f"/home/pairs/{joiner_group}"),
+             ("ctl", "add", "dir", f"/home/{u_join}")}
+    assert plan(lab_inventory) == want
+    ops(lab_inventory, "-y", "accounts", "sync")
+    assert plan(lab_inventory) == set()
+    verify(lab_inventory, tmp_path / "edited.xml")
+    junit = ET.parse(tmp_path / "edited.xml").getroot()
+    locked = [c for c in junit.iter("testcase") if "test_left_student_is_locked" in
+              c.get("name", "") and u_drop in c.get("name", "")]
+    assert len(locked) == 3 and all(c.find("failure") is None and c.find("skipped") is None
+                                    for c in locked)
+
+
+def test_interrupted_sync_converges(lab_inventory: Path, tmp_path: Path) -> None:
+    rows = read_roster(lab_inventory)
+    extra = list(csv.DictReader(io.StringIO(make_class(30, seed=7))))
+    for r in extra:
+        r["student_id"] = "4" + r["student_id"][1:]
+        r["pair"] = "x" + r["pair"]
+    write_roster(lab_inventory, rows + extra)
+    # small batches, so that the kill lands between two of them
+    env = {**os.environ, "OPS_ACCOUNTS_CHUNK_BYTES": "1500"}
+    proc = subprocess.Popen([sys.executable, "-m", "ops", "-i", str(lab_inventory), "-y",
+                             "accounts", "sync"], cwd=REPO_ROOT, stderr=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, text=True, env=env)
+    assert proc.stderr is not None
+    deadline = time.monotonic() + 120
+    for line in proc.stderr:
+        if "applying" in line or time.monotonic() > deadline:
+            break
+    time.sleep(0.5)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    assert plan(lab_inventory), "the kill came too late to interrupt anything"
+    ops(lab_inventory, "-y", "accounts", "sync")
+    assert plan(lab_inventory) == set()
+    verify(lab_inventory, tmp_path / "resumed.xml")
+
+
+def test_offboard_archives_checks_then_removes(lab_inventory: Path, tmp_path: Path) -> None:
+    state = json.loads((lab_inventory / "state" / "accounts.json").read_text())
+    left = [r["username"] for r in state["students"].values() if r["status"] == "left"]
+    assert len(left) == 1
+    user = left[0]
+    docker_exec("ctl", "sh", "-c", f"mkdir -p /home/{user}/hw1 && echo 'loss=0.12' > "
+                                   f"/home/{user}/hw1/results.txt")
+    archive = tmp_path / "archive"
+    ops(lab_inventory, "-y", "accounts", "offboard", "--archive", str(archive))
+    assert archive.stat().st_mode & 0o777 == 0o700
+    tgz, manifest = archive / f"{user}.tar.gz", archive / f"{user}.sha256"
+    assert tgz.stat().st_mode & 0o777 == 0o600
+    with tarfile.open(tgz) as tar:
+        members = tar.getnames()
+        fh = tar.extractfile(f"{user}/hw1/results.txt")
+        assert fh is not None and fh.read() == b"loss=0.12\n"
+    listed = [ln.split("  ", 1)[1] for ln in manifest.read_text().splitlines()]
+    assert f"{user}/hw1/results.txt" in listed and set(listed) <= set(members)
+    assert tgz.name in (archive / "SHA256SUMS").read_text()
+    for node in NODES:
+        assert user not in docker_exec(node, "cut", "-d:", "-f1", "/etc/passwd").split()
+    assert docker_exec("ctl", "sh", "-c", f"test -e /home/{user} && echo yes || echo no") \
+        .strip() == "no"
+    verify(lab_inventory, tmp_path / "offboarded.xml")
+
+
+def test_lab_down_leaves_nothing(lab_inventory: Path) -> None:
+    ops(lab_inventory, "lab", "down")
+    label = f"label=course-ops.lab={LAB_NAME}"
+    for what in (["ps", "-aq"], ["volume", "ls", "-q"], ["network", "ls", "-q"]):
+        out = subprocess.run(["docker", *what, "--filter", label], capture_output=True,
+                             text=True, check=True).stdout
+        assert out.strip() == "", what
+    for leftover in ("hosts.yml", ".lab", "state"):
+        assert not (lab_inventory / leftover).exists(), leftover
+
+
+def test_no_engine_gives_a_clear_error(tmp_path: Path) -> None:
+    env = {**os.environ, "DOCKER_HOST": "unix:///nonexistent/docker.sock"}
+    p = subprocess.run([sys.executable, "-m", "ops", "-i", str(REPO_ROOT / "inventory" / "lab"),
+                        "lab", "status"], capture_output=True, text=True, env=env,
+                       cwd=REPO_ROOT)
+    assert p.returncode == 4
+    assert "no Docker engine answers" in p.stderr
+    assert "Traceback" not in p.stderr

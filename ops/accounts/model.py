@@ -183,6 +183,7 @@ class WantUser:
     expire_days: int
     locked: bool
     keys: tuple[str, ...] = ()
+    password_login: bool = False
 
 
 @dataclass(frozen=True)
@@ -233,6 +234,7 @@ def desired(state: AccountsState, roster: Roster, cfg: AccountsConfig, *, homes:
                 cfg.expire_days,
                 False,
                 keys,
+                cfg.password_login,
             )
             if homes:
                 want.dirs[home] = WantDir(home, rec.uid, rec.uid, 0o700, skel=True)

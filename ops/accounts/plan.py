@@ -10,6 +10,7 @@ import datetime as dt
 import hashlib
 import os
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ops.accounts.model import Desired, WantDir, WantUser
@@ -99,7 +100,17 @@ def _write_keys(u: WantUser) -> tuple[str, ...]:
     )
 
 
-def _user_changes(host: str, u: WantUser, snap: HostSnapshot, out: HostPlan) -> None:
+def _placeholder(_name: str) -> str:
+    return "<initial password hash>"
+
+
+def _user_changes(
+    host: str,
+    u: WantUser,
+    snap: HostSnapshot,
+    out: HostPlan,
+    initial_password: Callable[[str], str],
+) -> None:
     cur = snap.users.get(u.name)
     kind, expire = snap.shadow.get(u.name, ("", None))
     if cur is None:
@@ -121,7 +132,7 @@ def _user_changes(host: str, u: WantUser, snap: HostSnapshot, out: HostPlan) -> 
             "-s",
             u.shell,
             "-p",
-            "*",
+            initial_password(u.name) if u.password_login and not u.locked else "*",
         ]
         if u.groups:
             argv += ["-G", ",".join(sorted(u.groups))]
@@ -129,6 +140,8 @@ def _user_changes(host: str, u: WantUser, snap: HostSnapshot, out: HostPlan) -> 
         cmds = [tuple(argv)]
         if u.locked:
             cmds.append(("usermod", "-L", u.name))
+        elif u.password_login:
+            cmds.append(("chage", "-d", "0", u.name))  # change it at the first login
         out.changes.append(
             Change(
                 host,
@@ -174,13 +187,21 @@ def _user_changes(host: str, u: WantUser, snap: HostSnapshot, out: HostPlan) -> 
     if u.locked and kind != "!":
         action = LOCK
         argv += ["-L"]
-    elif not u.locked and kind not in ("*", "hash"):
-        action = UNLOCK
+    elif not u.locked and u.password_login and kind != "hash":
+        action = UNLOCK if kind != "*" else CHANGE
+        what.append("initial password")
+        argv += ["-p", initial_password(u.name)]
+    elif not u.locked and not u.password_login and kind != "*":
+        action = UNLOCK if kind != "hash" else CHANGE
+        what.append("password login off")
         argv += ["-p", "*"]  # key login only; no usable password
     if len(argv) > 1:
         argv.append(u.name)
+        cmds = [tuple(argv)]
+        if "initial password" in what:
+            cmds.append(("chage", "-d", "0", u.name))
         out.changes.append(
-            Change(host, action, "user", u.name, "; ".join(what) or action, (tuple(argv),))
+            Change(host, action, "user", u.name, "; ".join(what) or action, tuple(cmds))
         )
 
 
@@ -229,7 +250,13 @@ def _key_changes(host: str, u: WantUser, snap: HostSnapshot, out: HostPlan) -> N
         )
 
 
-def compute(host: str, want: Desired, snap: HostSnapshot) -> HostPlan:
+def compute(
+    host: str,
+    want: Desired,
+    snap: HostSnapshot,
+    initial_password: Callable[[str], str] = _placeholder,
+) -> HostPlan:
+    """``initial_password(user)`` gives the crypt hash of a new password (password login on)."""
     out = HostPlan(host)
     gid_owner = snap.gid_owner()
     for name, gid in sorted(want.groups.items(), key=lambda kv: kv[1]):
@@ -250,7 +277,7 @@ def compute(host: str, want: Desired, snap: HostSnapshot) -> HostPlan:
                 f"{host}: group {name} exists with gid {have}, the state file says {gid}"
             )
     for u in want.users.values():
-        _user_changes(host, u, snap, out)
+        _user_changes(host, u, snap, out, initial_password)
     for d in want.dirs.values():
         _dir_changes(host, d, snap, out)
     for u in want.users.values():

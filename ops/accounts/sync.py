@@ -9,6 +9,7 @@ from pathlib import Path
 from ops import inventory as inv_mod
 from ops import roster as roster_mod
 from ops.accounts.model import AccountsConfig, allocate, desired
+from ops.accounts.passwords import InitialPasswords
 from ops.accounts.plan import HostPlan, compute
 from ops.accounts.snapshot import AccountsSnapshot, HostSnapshot
 from ops.errors import InputError, OpsError
@@ -28,9 +29,12 @@ class Context:
     def hosts(self) -> list[Host]:
         hosts = self.inv.hosts_in(*ACCOUNT_GROUPS)
         if not hosts:
-            raise InputError(self.inv.hosts_file, None,
-                             f"no host in the groups {', '.join(ACCOUNT_GROUPS)}",
-                             hint="put the login node and the GPU servers in them")
+            raise InputError(
+                self.inv.hosts_file,
+                None,
+                f"no host in the groups {', '.join(ACCOUNT_GROUPS)}",
+                hint="put the login node and the GPU servers in them",
+            )
         return hosts
 
     @property
@@ -51,17 +55,30 @@ def load_context(inventory_dir: Path, roster_path: Path | None = None) -> Contex
 def snapshots(ctx: Context, state: object) -> dict[str, HostSnapshot]:
     from ops.accounts import remote
 
-    kwargs = {h.name: {"home_root": ctx.cfg.home_root, "pairs_dir": ctx.cfg.pairs_dir,
-                       "homes": h.name in ctx.home_hosts} for h in ctx.hosts}
+    kwargs = {
+        h.name: {
+            "home_root": ctx.cfg.home_root,
+            "pairs_dir": ctx.cfg.pairs_dir,
+            "homes": h.name in ctx.home_hosts,
+        }
+        for h in ctx.hosts
+    }
     return remote.read_fact(state, AccountsSnapshot, kwargs)  # type: ignore[arg-type]
 
 
-def plan_for(ctx: Context, state: AccountsState,
-             snaps: dict[str, HostSnapshot]) -> dict[str, HostPlan]:
+def plan_for(
+    ctx: Context,
+    state: AccountsState,
+    snaps: dict[str, HostSnapshot],
+    passwords: InitialPasswords | None = None,
+) -> dict[str, HostPlan]:
     plans = {}
     for h in ctx.hosts:
         want = desired(state, ctx.roster, ctx.cfg, homes=h.name in ctx.home_hosts)
-        plans[h.name] = compute(h.name, want, snaps[h.name])
+        if passwords is None:
+            plans[h.name] = compute(h.name, want, snaps[h.name])
+        else:
+            plans[h.name] = compute(h.name, want, snaps[h.name], passwords)
     return plans
 
 
@@ -69,9 +86,11 @@ def check_conflicts(plans: dict[str, HostPlan]) -> None:
     conflicts = [c for p in plans.values() for c in p.conflicts]
     if conflicts:
         more = f" (and {len(conflicts) - 1} more)" if len(conflicts) > 1 else ""
-        raise OpsError(f"conflict: {conflicts[0]}{more}",
-                       hint="an account outside course-ops holds that name or id; move "
-                            "accounts_uid_range/accounts_pair_gid_range to a free range")
+        raise OpsError(
+            f"conflict: {conflicts[0]}{more}",
+            hint="an account outside course-ops holds that name or id; move "
+            "accounts_uid_range/accounts_pair_gid_range to a free range",
+        )
 
 
 def plan(ctx: Context) -> tuple[AccountsState, dict[str, HostPlan]]:
@@ -84,15 +103,19 @@ def plan(ctx: Context) -> tuple[AccountsState, dict[str, HostPlan]]:
     return new_state, plans
 
 
-def sync(ctx: Context, confirm: Callable[[dict[str, HostPlan]], bool],
-         progress: Callable[[str], None] = lambda _m: None) -> dict[str, HostPlan]:
+def sync(
+    ctx: Context,
+    confirm: Callable[[dict[str, HostPlan]], bool],
+    progress: Callable[[str], None] = lambda _m: None,
+) -> dict[str, HostPlan]:
     from ops.accounts import remote
 
     with ctx.statefile.locked():
         new_state = allocate(ctx.roster, ctx.statefile.load(), ctx.cfg, ctx.statefile.path)
         with remote.connected(ctx.hosts) as pstate:
             progress(f"reading accounts on {len(ctx.hosts)} host(s)")
-            plans = plan_for(ctx, new_state, snapshots(ctx, pstate))
+            passwords = InitialPasswords(ctx.statefile.dir / "initial-passwords.csv")
+            plans = plan_for(ctx, new_state, snapshots(ctx, pstate), passwords)
             check_conflicts(plans)
             # ids are recorded before any host uses them, so an interrupted run resumes
             ctx.statefile.save(new_state)
@@ -102,15 +125,21 @@ def sync(ctx: Context, confirm: Callable[[dict[str, HostPlan]], bool],
                 from ops.errors import Aborted
 
                 raise Aborted("nothing changed: the plan was not confirmed")
+            passwords.save()  # before any host has the hash: no password is ever lost
             progress("applying the changes")
-            remote.apply(pstate, {h: p.script_chunks() for h, p in plans.items()},
-                         "Bring the course accounts in step with the roster")
+            remote.apply(
+                pstate,
+                {h: p.script_chunks() for h, p in plans.items()},
+                "Bring the course accounts in step with the roster",
+            )
         with remote.connected(ctx.hosts) as pstate:
             progress("checking that every host converged")
             after = plan_for(ctx, new_state, snapshots(ctx, pstate))
         left = [c for p in after.values() for c in p.changes]
         if left:
-            raise OpsError(f"{left[0].host}: still differs after sync: {left[0].action} "
-                           f"{left[0].kind} {left[0].subject} ({left[0].detail})",
-                           hint="run with -v and look at the command output above")
+            raise OpsError(
+                f"{left[0].host}: still differs after sync: {left[0].action} "
+                f"{left[0].kind} {left[0].subject} ({left[0].detail})",
+                hint="run with -v and look at the command output above",
+            )
     return plans

@@ -134,3 +134,34 @@ def test_script_chunks_respect_the_argv_limit() -> None:
     chunks = plan.script_chunks()
     assert len(chunks) > 1
     assert all(len(c) <= 60_000 for c in chunks)
+
+
+def test_a_password_set_by_hand_is_switched_off() -> None:
+    st = allocate(ROSTER, AccountsState(), CFG, "s")
+    lines = converged_snapshot()
+    lines[lines.index("elevi:*:20908")] = "elevi:hash:20908"
+    plan = compute("ctl", desired(st, ROSTER, CFG, homes=True), parse_snapshot(lines))
+    (change,) = plan.changes
+    assert (change.action, change.subject, change.detail) == \
+        ("change", "elevi", "password login off")
+    assert change.argv[0][-3:] == ("-p", "*", "elevi")
+
+
+def test_password_login_gives_initial_passwords(tmp_path) -> None:
+    from ops.accounts.passwords import InitialPasswords
+
+    cfg = AccountsConfig.from_vars({"accounts_expire_date": "2027-03-31",
+                                    "accounts_password_login": True}, "a")  # type: ignore[arg-type]
+    st = allocate(ROSTER, AccountsState(), cfg, "s")
+    pw = InitialPasswords(tmp_path / "state" / "initial-passwords.csv")
+    plan = compute("ctl", desired(st, ROSTER, cfg, homes=False), parse_snapshot(snapshot()), pw)
+    add = next(c for c in plan.changes if c.kind == "user" and c.subject == "dcohen")
+    useradd, chage = add.argv
+    hashed = useradd[useradd.index("-p") + 1]
+    assert hashed.startswith("$6$") and hashed == pw.made["dcohen"][1]
+    assert chage == ("chage", "-d", "0", "dcohen")
+    pw.save()
+    text = (tmp_path / "state" / "initial-passwords.csv").read_text()
+    assert (tmp_path / "state" / "initial-passwords.csv").stat().st_mode & 0o777 == 0o600
+    assert f"dcohen,{pw.made['dcohen'][0]}" in text
+    assert pw.made["dcohen"][0] not in " ".join(" ".join(a) for c in plan.changes for a in c.argv)

@@ -1,0 +1,57 @@
+"""Initial passwords, only where the inventory turns password login on.
+
+Each new password is random, stored in ``state/initial-passwords.csv`` (0600, for the staff
+to hand out) before any host gets its hash, and must be changed at the first login. Hosts
+only ever see the SHA-512 crypt hash; no password is logged.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+from pathlib import Path
+
+from ops.errors import OpsError
+
+
+def crypt_sha512(password: str) -> str:
+    try:
+        p = subprocess.run(
+            ["openssl", "passwd", "-6", "-stdin"],
+            input=password,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    except (OSError, subprocess.CalledProcessError) as exc:
+        raise OpsError(
+            f"cannot hash a password with openssl: {exc}", hint="install openssl"
+        ) from None
+    return p.stdout.strip()
+
+
+class InitialPasswords:
+    """Callable for plan.compute: one password per user, the same on every host."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.made: dict[str, tuple[str, str]] = {}
+
+    def __call__(self, user: str) -> str:
+        if user not in self.made:
+            password = secrets.token_urlsafe(12)
+            self.made[user] = (password, crypt_sha512(password))
+        return self.made[user][1]
+
+    def save(self) -> None:
+        if not self.made:
+            return
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(fd, "a", encoding="utf-8") as fh:
+            if fh.tell() == 0:
+                fh.write("username,initial_password\n")
+            for user, (password, _hash) in sorted(self.made.items()):
+                fh.write(f"{user},{password}\n")
+        os.chmod(self.path, 0o600)

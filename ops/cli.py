@@ -52,15 +52,39 @@ def _set(attr: str) -> Callable[[click.Context, click.Parameter, Any], Any]:
 def common(f: Callable[..., Any]) -> Callable[..., Any]:
     """-i/-v/-q/-y on the group and on every command, so they go before or after."""
     opts = [
-        click.option("-i", "--inventory", type=click.Path(file_okay=False), expose_value=False,
-                     callback=_set("inventory"), is_eager=True,
-                     help="Inventory directory (hosts.yml + group_vars/). Default: the lab."),
-        click.option("-v", "--verbose", count=True, expose_value=False, callback=_set("verbose"),
-                     help="Show the commands run (-vv: tracebacks too)."),
-        click.option("-q", "--quiet", is_flag=True, expose_value=False, callback=_set("quiet"),
-                     help="Only errors and data."),
-        click.option("-y", "--yes", is_flag=True, expose_value=False, callback=_set("yes"),
-                     help="Do not ask before changing hosts."),
+        click.option(
+            "-i",
+            "--inventory",
+            type=click.Path(file_okay=False),
+            expose_value=False,
+            callback=_set("inventory"),
+            is_eager=True,
+            help="Inventory directory (hosts.yml + group_vars/). Default: the lab.",
+        ),
+        click.option(
+            "-v",
+            "--verbose",
+            count=True,
+            expose_value=False,
+            callback=_set("verbose"),
+            help="Show the commands run (-vv: tracebacks too).",
+        ),
+        click.option(
+            "-q",
+            "--quiet",
+            is_flag=True,
+            expose_value=False,
+            callback=_set("quiet"),
+            help="Only errors and data.",
+        ),
+        click.option(
+            "-y",
+            "--yes",
+            is_flag=True,
+            expose_value=False,
+            callback=_set("yes"),
+            help="Do not ask before changing hosts.",
+        ),
     ]
     for o in reversed(opts):
         f = o(f)
@@ -78,10 +102,16 @@ def pass_opts(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _logging(opts: Opts) -> None:
-    level = logging.WARNING if opts.verbose == 0 else logging.INFO if opts.verbose == 1 \
+    level = (
+        logging.WARNING
+        if opts.verbose == 0
+        else logging.INFO
+        if opts.verbose == 1
         else logging.DEBUG
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr, force=True)
+    )
+    logging.basicConfig(
+        level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True
+    )
     for noisy in ("pyinfra", "paramiko", "docker", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.ERROR if opts.verbose < 2 else logging.DEBUG)
 
@@ -143,8 +173,15 @@ def lab_status(opts: Opts) -> None:
 def _lab_table(nodes: list[Any]) -> None:
     t = Table("host", "container", "ssh port", "state", "systemd", "ssh", "health")
     for n in nodes:
-        t.add_row(n.name, n.container, str(n.port or "-"), n.state, n.systemd,
-                  "yes" if n.ssh else "no", "[green]ok[/]" if n.healthy else "[red]bad[/]")
+        t.add_row(
+            n.name,
+            n.container,
+            str(n.port or "-"),
+            n.state,
+            n.systemd,
+            "yes" if n.ssh else "no",
+            "[green]ok[/]" if n.healthy else "[red]bad[/]",
+        )
     out.print(t)
 
 
@@ -168,17 +205,27 @@ def roster_check(opts: Opts, file: Path, fmt: str) -> None:
 
     r = roster_mod.load(file)
     gv = load_vars_only(opts.inventory) if opts.inventory.is_dir() else {}
+    gv.setdefault("accounts_expire_date", "2099-12-31")  # names and ids do not depend on it
     cfg = AccountsConfig.from_vars(gv, opts.inventory / "group_vars" / "all.yml")
     sf = StateFile(opts.inventory.resolve())
     st = allocate(r, sf.load(), cfg, sf.path)  # names as the inventory gives them; not saved
-    students = [{"student_id": s.student_id, "username": st.students[s.student_id].username,
-                 "pair": st.pairs[s.pair].group} for s in r.students]
-    pairs = [{"name": st.pairs[k].group,
-              "members": [st.students[m.student_id].username for m in members]}
-             for k, members in sorted(r.pairs().items(), key=lambda kv: st.pairs[kv[0]].gid)]
+    students = [
+        {
+            "student_id": s.student_id,
+            "username": st.students[s.student_id].username,
+            "pair": st.pairs[s.pair].group,
+        }
+        for s in r.students
+    ]
+    pairs = [
+        {
+            "name": st.pairs[k].group,
+            "members": [st.students[m.student_id].username for m in members],
+        }
+        for k, members in sorted(r.pairs().items(), key=lambda kv: st.pairs[kv[0]].gid)
+    ]
     if fmt == "json":
-        click.echo(json.dumps({"students": students, "pairs": pairs}, indent=2,
-                              ensure_ascii=False))
+        click.echo(json.dumps({"students": students, "pairs": pairs}, indent=2, ensure_ascii=False))
         return
     t = Table("student_id", "name", "username", "group")
     for s, row in zip(r.students, students, strict=True):
@@ -186,8 +233,10 @@ def roster_check(opts: Opts, file: Path, fmt: str) -> None:
     if opts.verbose:
         out.print(t)
     n_pairs = sum(1 for p in pairs if len(p["members"]) == 2)
-    out.print(f"{file}: OK, {len(students)} students in {len(pairs)} groups "
-              f"({n_pairs} pairs, {len(pairs) - n_pairs} singles)")
+    out.print(
+        f"{file}: OK, {len(students)} students in {len(pairs)} groups "
+        f"({n_pairs} pairs, {len(pairs) - n_pairs} singles)"
+    )
 
 
 # ---------------------------------------------------------------- accounts
@@ -196,8 +245,11 @@ def accounts() -> None:
     """Student accounts and pair spaces on slurm_controller and gpu_servers."""
 
 
-roster_option = click.option("--roster", type=click.Path(dir_okay=False, path_type=Path),
-                             help="Roster CSV (default: accounts_roster in group_vars).")
+roster_option = click.option(
+    "--roster",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Roster CSV (default: accounts_roster in group_vars).",
+)
 
 
 @accounts.command("plan")
@@ -215,8 +267,11 @@ def accounts_plan(opts: Opts, roster: Path | None, fmt: str) -> None:
     changes = [c for p in plans.values() for c in p.changes]
     conflicts = [c for p in plans.values() for c in p.conflicts]
     if fmt == "json":
-        click.echo(json.dumps({"changes": [c.as_dict() for c in changes],
-                               "conflicts": conflicts}, indent=1))
+        click.echo(
+            json.dumps(
+                {"changes": [c.as_dict() for c in changes], "conflicts": conflicts}, indent=1
+            )
+        )
         return
     _plan_table(plans)
     for c in conflicts:
@@ -234,8 +289,13 @@ def _plan_table(plans: dict[str, Any]) -> None:
     t = Table("action", "kind", "subject", "detail", "hosts")
     every = len(plans)
     for (action, kind, subject, detail), hosts in rows.items():
-        t.add_row(action, kind, subject, detail, "all" if len(hosts) == every and every > 1
-                  else ",".join(hosts))
+        t.add_row(
+            action,
+            kind,
+            subject,
+            detail,
+            "all" if len(hosts) == every and every > 1 else ",".join(hosts),
+        )
     out.print(t)
     counts = Table("host", "add", "change", "lock", "unlock", "remove")
     for host, p in plans.items():
@@ -254,13 +314,17 @@ def _confirm(opts: Opts, question: str) -> bool:
 
 @accounts.command("sync")
 @roster_option
+@click.option("--check", is_flag=True, help="Only show the plan (as `accounts plan`).")
 @common
 @pass_opts
-def accounts_sync(opts: Opts, roster: Path | None) -> None:
+def accounts_sync(opts: Opts, roster: Path | None, check: bool) -> None:
     """Show the plan, ask (unless -y), apply it; students who left are locked."""
     from ops.accounts import sync as sync_mod
 
     ctx = sync_mod.load_context(opts.inventory, roster)
+    if check:
+        _plan_table(sync_mod.plan(ctx)[1])
+        return
 
     def confirm(plans: dict[str, Any]) -> bool:
         if not opts.quiet:
@@ -269,65 +333,79 @@ def accounts_sync(opts: Opts, roster: Path | None) -> None:
 
     plans = sync_mod.sync(ctx, confirm, progress=opts.say)
     n = sum(len(p.changes) for p in plans.values())
-    out.print("no change: every host matches the roster" if n == 0 else
-              f"applied {n} change(s) on {sum(1 for p in plans.values() if p.changes)} host(s)")
+    out.print(
+        "no change: every host matches the roster"
+        if n == 0
+        else f"applied {n} change(s) on {sum(1 for p in plans.values() if p.changes)} host(s)"
+    )
 
 
 @accounts.command("offboard")
 @click.argument("students", nargs=-1)
-@click.option("--archive", "archive_dir", type=click.Path(file_okay=False, path_type=Path),
-              required=True, help="Directory for the tar.gz archives and sha256 manifests.")
+@click.option(
+    "--archive",
+    "archive_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Directory for the tar.gz archives and sha256 manifests.",
+)
 @click.option("--all", "everyone", is_flag=True, help="Everyone (semester end).")
 @roster_option
 @common
 @pass_opts
-def accounts_offboard(opts: Opts, students: tuple[str, ...], archive_dir: Path,
-                      everyone: bool, roster: Path | None) -> None:
+def accounts_offboard(
+    opts: Opts, students: tuple[str, ...], archive_dir: Path, everyone: bool, roster: Path | None
+) -> None:
     """Archive, check, then remove students who left (or STUDENT..., or --all)."""
     from ops.accounts import offboard as off_mod
     from ops.accounts import sync as sync_mod
 
     ctx = sync_mod.load_context(opts.inventory, roster)
+
     def confirm(text: str) -> bool:
         out.print(text)
         return _confirm(opts, "Archive and remove them?")
 
-    done = off_mod.offboard(ctx, archive_dir, list(students), everyone, confirm,
-                            progress=opts.say)
+    done = off_mod.offboard(ctx, archive_dir, list(students), everyone, confirm, progress=opts.say)
     out.print(f"offboarded {len(done)} account(s); archives in {archive_dir}")
 
 
 # ---------------------------------------------------------------- verify / provision
 @cli.command("verify")
 @click.argument("area", required=False)
-@click.option("--hosts", "hosts", help="testinfra host spec overriding the inventory "
-              "(e.g. local://, ssh://user@host).")
-@click.option("--junit", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write JUnit XML here.")
+@click.option(
+    "--hosts",
+    "hosts",
+    help="testinfra host spec overriding the inventory (e.g. local://, ssh://user@host).",
+)
+@click.option(
+    "--junit", type=click.Path(dir_okay=False, path_type=Path), help="Write JUnit XML here."
+)
 @roster_option
 @common
 @pass_opts
-def verify_cmd(opts: Opts, area: str | None, hosts: str | None, junit: Path | None,
-               roster: Path | None) -> None:
+def verify_cmd(
+    opts: Opts, area: str | None, hosts: str | None, junit: Path | None, roster: Path | None
+) -> None:
     """Run the testinfra specs (AREA: accounts; default all) and summarise per host."""
     _verify(opts, area, hosts, junit, roster)
 
 
-def _verify(opts: Opts, area: str | None, hosts: str | None, junit: Path | None,
-            roster: Path | None) -> None:
+def _verify(
+    opts: Opts, area: str | None, hosts: str | None, junit: Path | None, roster: Path | None
+) -> None:
     from ops.verify import verify
 
     opts.say(f"verifying {area or 'everything'}")
-    code, summary = verify(opts.inventory, area, hosts, junit, roster,
-                           -1 if opts.quiet else opts.verbose)
+    code, summary = verify(
+        opts.inventory, area, hosts, junit, roster, -1 if opts.quiet else opts.verbose
+    )
     t = Table("host", "passed", "failed", "skipped")
     for host, r in summary.items():
-        t.add_row(host, str(r.passed), f"[red]{r.failed}[/]" if r.failed else "0",
-                  str(r.skipped))
+        t.add_row(host, str(r.passed), f"[red]{r.failed}[/]" if r.failed else "0", str(r.skipped))
     out.print(t)
     if code != 0:
-        raise OpsError(f"verification failed (pytest exit {code})",
-                       hint="see the failures above")
+        raise OpsError(f"verification failed (pytest exit {code})", hint="see the failures above")
 
 
 @cli.command("provision")
@@ -369,13 +447,28 @@ def main() -> None:
         err.print("ops: interrupted")
         sys.exit(ExitCode.INTERRUPTED)
     except OpsError as exc:
-        verbose = "-vv" in sys.argv or any(a.startswith("-vvv") for a in sys.argv)
-        if verbose:
-            logging.exception("traceback")
+        _show_traceback()
         if isinstance(exc, InputErrors):
             for line in exc.lines():
                 err.print(f"ops: error: {line}", markup=False)
         else:
             err.print(f"ops: error: {exc}", markup=False)
         sys.exit(exc.code)
+    except Exception as exc:  # a bug: one line, the traceback at -vv
+        _show_traceback()
+        err.print(
+            f"ops: internal error: {type(exc).__name__}: {exc}; run again with -vv and "
+            "report the traceback",
+            markup=False,
+        )
+        sys.exit(ExitCode.FAILED)
     sys.exit(ExitCode.OK)
+
+
+def _show_traceback() -> None:
+    opts = Opts()
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        opts = ctx.find_object(Opts) or opts
+    if opts.verbose >= 2 or any(a.startswith("-vv") for a in sys.argv[1:]):
+        err.print_exception()

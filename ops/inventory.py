@@ -169,7 +169,10 @@ def load(inventory_dir: Path) -> Inventory:
         parents.setdefault(group, [])
         if parent:
             parents[group].append(parent)
-        for key, value in _mapping(path, node, f"group {group!r}"):
+        _mapping(path, node, f"group {group!r}")  # checks the shape
+        items = node.value if isinstance(node, yaml.MappingNode) else []
+        for key_node, value in items:
+            key = str(key_node.value)
             if key == "vars":
                 group_vars.setdefault(group, {}).update(
                     {k: _value(v) for k, v in _mapping(path, value, f"{group}.vars")}
@@ -186,7 +189,7 @@ def load(inventory_dir: Path) -> Inventory:
             else:
                 raise InputError(
                     path,
-                    value.start_mark.line + 1,
+                    key_node.start_mark.line + 1,
                     f"group {group!r}: unknown key {key!r}",
                     hint="a group holds only hosts, vars and children",
                 )

@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ops import inventory
+from ops.errors import InputError
+
+HOSTS = """\
+all:
+  vars:
+    ansible_user: root
+    where: file-all
+  children:
+    slurm_controller:
+      hosts:
+        ctl: {ansible_host: 127.0.0.1, ansible_port: 2201}
+    web:
+      hosts:
+        ctl:
+    gpu_servers:
+      vars:
+        where: file-group
+      hosts:
+        gpu1: {ansible_host: 127.0.0.1, ansible_port: 2202}
+        gpu2: {ansible_host: 127.0.0.1, ansible_port: 2203, where: file-host}
+"""
+
+
+def make(tmp_path: Path, hosts: str = HOSTS, group_vars: dict[str, str] | None = None) -> Path:
+    (tmp_path / "hosts.yml").write_text(hosts)
+    (tmp_path / "group_vars").mkdir()
+    for name, text in (group_vars or {"all.yml": "where: gv-all\naccounts_roster: r.csv\n"}
+                       ).items():
+        (tmp_path / "group_vars" / name).write_text(text)
+    return tmp_path
+
+
+def test_hosts_groups_and_merge_order(tmp_path: Path) -> None:
+    inv = inventory.load(make(tmp_path, group_vars={
+        "all.yml": "where: gv-all\n", "gpu_servers.yml": "where: gv-group\n"}))
+    assert [h.name for h in inv.hosts_in("slurm_controller", "gpu_servers")] == \
+        ["ctl", "gpu1", "gpu2"]
+    assert inv.groups["web"] == ["ctl"]
+    assert inv.hosts["ctl"].port == 2201 and inv.hosts["ctl"].groups == \
+        ["all", "slurm_controller", "web"]
+    assert inv.hosts["ctl"].vars["where"] == "gv-all"  # group_vars/all beats hosts.yml all
+    assert inv.hosts["gpu1"].vars["where"] == "gv-group"  # a group's file beats all
+    assert inv.hosts["gpu2"].vars["where"] == "file-host"  # host vars beat groups
+    assert inv.get("where") == "gv-all"
+
+
+def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
+    make(tmp_path, hosts="all:\n  children:\n    gpu_servers:\n      hosts: [gpu1\n")
+    with pytest.raises(InputError, match=r"hosts.yml:5: YAML syntax error"):
+        inventory.load(tmp_path)
+
+
+def test_wrong_shape_names_the_line(tmp_path: Path) -> None:
+    make(tmp_path, hosts="all:\n  children:\n    gpu_servers:\n      hosts:\n        - gpu1\n")
+    with pytest.raises(InputError, match=r"hosts.yml:5: gpu_servers.hosts must be a mapping"):
+        inventory.load(tmp_path)
+
+
+def test_unknown_group_key(tmp_path: Path) -> None:
+    make(tmp_path, hosts="all:\n  children:\n    web:\n      host:\n        ctl:\n")
+    with pytest.raises(InputError, match=r"hosts.yml:4: group 'web': unknown key 'host'"):
+        inventory.load(tmp_path)
+
+
+def test_missing_hosts_file_says_what_to_do(tmp_path: Path) -> None:
+    lab = tmp_path / "lab"
+    lab.mkdir()
+    with pytest.raises(InputError, match="run `ops lab up` first"):
+        inventory.load(lab)
+
+
+def test_bad_group_vars_file(tmp_path: Path) -> None:
+    make(tmp_path, group_vars={"all.yml": "accounts_roster: [\n"})
+    with pytest.raises(InputError, match=r"all.yml:2: YAML syntax error"):
+        inventory.load(tmp_path)
+
+
+def test_the_lab_group_vars_are_valid() -> None:
+    from ops import REPO_ROOT
+    from ops.accounts.model import AccountsConfig
+
+    for inv in ("lab", "example"):
+        v = inventory.load_vars_only(REPO_ROOT / "inventory" / inv)
+        cfg = AccountsConfig.from_vars(v, Path("all.yml"))
+        assert cfg.uid_range[0] > cfg.course_gid

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import shlex
 import shutil
 import sys
 from collections import Counter
@@ -408,30 +409,74 @@ def _verify(
         raise OpsError(f"verification failed (pytest exit {code})", hint="see the failures above")
 
 
-@cli.command("provision")
+@cli.command("provision", context_settings={"ignore_unknown_options": True})
 @click.option("--check", is_flag=True, help="Show what would change; change nothing.")
+@click.option("--diff", is_flag=True, help="Show file differences (Ansible --diff).")
+@click.option("--limit", help="Only these hosts or groups (Ansible --limit).")
+@click.option("--tags", help="Only these role tags (Ansible --tags).")
+@click.option("--skip-machines", is_flag=True, help="Skip the Ansible phase.")
+@click.argument("extra", nargs=-1, type=click.UNPROCESSED)
 @roster_option
 @common
 @pass_opts
-def provision(opts: Opts, check: bool, roster: Path | None) -> None:
-    """Bring every host in step: accounts, then verify."""
+def provision(opts: Opts, check: bool, diff: bool, limit: str | None, tags: str | None,
+              skip_machines: bool, extra: tuple[str, ...], roster: Path | None) -> None:
+    """Bring every host in step: machines (Ansible), accounts (pyinfra), then verify.
+
+    Arguments after `--` go to ansible-playbook unchanged.
+    """
+    from ops import inventory as inv_mod
+    from ops import machines
     from ops.accounts import sync as sync_mod
 
+    inv_mod.load(opts.inventory)  # a malformed inventory stops here, before any host
     ctx = sync_mod.load_context(opts.inventory, roster)
-    opts.say("phase 1/2: accounts")
+    recaps: dict[str, machines.Recap] = {}
+    failed_phase = ""
+    if not skip_machines:
+        opts.say("phase 1/3: machines (ansible-playbook playbooks/site.yml)")
+        argv = machines.playbook_argv(opts.inventory, check=check, diff=diff, limit=limit,
+                                      tags=tags, extra=extra, verbosity=opts.verbose)
+        if opts.verbose:
+            err.print(f"$ {shlex.join(argv)}", markup=False)
+        code, recaps = machines.run_playbook(argv, quiet=opts.quiet)
+        if code != 0:
+            failed_phase = f"ansible-playbook exited {code}"
+    plans: dict[str, Any] = {}
+    if not failed_phase:
+        opts.say("phase 2/3: accounts")
+        if check:
+            plans = sync_mod.plan(ctx)[1]
+            if not opts.quiet:
+                _plan_table(plans)
+        else:
+
+            def confirm(p: dict[str, Any]) -> bool:
+                if not opts.quiet:
+                    _plan_table(p)
+                return _confirm(opts, "Apply these changes?")
+
+            plans = sync_mod.sync(ctx, confirm, progress=opts.say)
+    _provision_table(recaps, plans)
+    if failed_phase:
+        raise OpsError(f"provision failed: {failed_phase}", hint="see Ansible's output above")
     if check:
-        _, plans = sync_mod.plan(ctx)
-        _plan_table(plans)
         return
-
-    def confirm(plans: dict[str, Any]) -> bool:
-        if not opts.quiet:
-            _plan_table(plans)
-        return _confirm(opts, "Apply these changes?")
-
-    sync_mod.sync(ctx, confirm, progress=opts.say)
-    opts.say("phase 2/2: verify")
+    opts.say("phase 3/3: verify")
     _verify(opts, None, None, None, roster)
+
+
+def _provision_table(recaps: dict[str, Any], plans: dict[str, Any]) -> None:
+    t = Table("host", "ok", "changed", "failed", "unreachable", "accounts", "reboot required",
+              title="provision summary")
+    for host in sorted(set(recaps) | set(plans)):
+        r, p = recaps.get(host), plans.get(host)
+        t.add_row(host, str(r.ok) if r else "-", str(r.changed) if r else "-",
+                  (f"[red]{r.failed}[/]" if r.failed else "0") if r else "-",
+                  (f"[red]{r.unreachable}[/]" if r.unreachable else "0") if r else "-",
+                  f"{len(p.changes)} change(s)" if p is not None else "-",
+                  "[yellow]yes[/]" if r and r.reboot_required else "no")
+    out.print(t)
 
 
 def main() -> None:

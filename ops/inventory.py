@@ -91,6 +91,8 @@ def _compose(path: Path) -> yaml.Node | None:
             f"YAML syntax error: {exc.problem}",
             hint="fix the indentation or quoting there",
         ) from None
+    except yaml.YAMLError as exc:  # e.g. a control character (ReaderError)
+        raise InputError(path, None, f"not readable as YAML: {exc}") from None
 
 
 def _value(node: yaml.Node) -> Any:
@@ -164,7 +166,19 @@ def load(inventory_dir: Path) -> Inventory:
     members: dict[str, list[str]] = {}
     parents: dict[str, list[str]] = {}
 
+    stack: list[str] = []
+
     def walk(group: str, node: yaml.Node, parent: str | None) -> None:
+        if group in stack:
+            raise InputError(path, node.start_mark.line + 1,
+                             f"group {group!r} contains itself ({' > '.join(stack + [group])})")
+        stack.append(group)
+        try:
+            walk_group(group, node, parent)
+        finally:
+            stack.pop()
+
+    def walk_group(group: str, node: yaml.Node, parent: str | None) -> None:
         members.setdefault(group, [])
         parents.setdefault(group, [])
         if parent:
@@ -221,6 +235,9 @@ def load(inventory_dir: Path) -> Inventory:
             merged.update(_vars_dir(gv_dir, g))
         merged.update(host_file_vars.get(h, {}))
         merged.update(_vars_dir(hv_dir, h))
+        port = merged.get("ansible_port", 22)
+        if not (isinstance(port, int) or str(port).isdigit()) or not 0 < int(port) < 65536:
+            raise InputError(path, None, f"host {h!r}: ansible_port {port!r} is not a port number")
         hosts[h] = Host(h, ["all", *in_groups], merged)
     return Inventory(inventory_dir, hosts, groups, level_all)
 

@@ -141,7 +141,7 @@ def base_username(first_name: str, last_name: str, student_id: str) -> str:
 
 def pair_group_base(key: str) -> str:
     """Pair key ``17`` -> ``pair017``; ``team a`` -> ``pair-teama``."""
-    if key.isdigit():
+    if key.isascii() and key.isdigit():
         return f"pair{int(key):03d}"
     s = slug(key) or "x"
     return f"pair-{s}"[:BASE_LEN]

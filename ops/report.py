@@ -28,9 +28,22 @@ def host_of(case: ET.Element) -> str:
     return (m.group(1) or "local") if m else "-"
 
 
+def merge(files: list[Path]) -> ET.ElementTree[ET.Element]:
+    """Several pytest JUnit files as one <testsuites> document."""
+    root = ET.Element("testsuites")
+    for f in files:
+        doc = ET.parse(f).getroot()
+        root.extend(doc.iter("testsuite") if doc.tag == "testsuites" else [doc])
+    return ET.ElementTree(root)
+
+
 def summarise(junit: Path) -> dict[str, HostResult]:
+    return summarise_tree(ET.parse(junit))
+
+
+def summarise_tree(tree: ET.ElementTree[ET.Element]) -> dict[str, HostResult]:
     out: dict[str, HostResult] = defaultdict(HostResult)
-    root = ET.parse(junit).getroot()
+    root = tree.getroot()
     for case in root.iter("testcase"):
         name = case.get("name", "")
         r = out[host_of(case)]

@@ -39,6 +39,7 @@ SSH_KEY_TYPES = frozenset(
     }
 )
 MAX_PAIR_SIZE = 2
+MAX_PAIR_LEN = 16  # keeps every pair group name a valid POSIX name
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ class Roster:
 def pair_key(value: str) -> str:
     """Normalise a pair value: ``17`` and ``017`` are the same pair; case is ignored."""
     v = " ".join(value.split())
-    return str(int(v)) if v.isdigit() else v.casefold()
+    return str(int(v)) if v.isascii() and v.isdigit() else v.casefold()
 
 
 def check_ssh_key(text: str) -> str | None:
@@ -177,6 +178,11 @@ def parse(text: str, path: Path | str = "<roster>") -> Roster:
                     row_ok = False
                 keys.append(" ".join(key.split()))
             pk = pair_key(rec["pair"])
+            if len(pk) > MAX_PAIR_LEN:
+                problems.append(
+                    (line, f"pair value {rec['pair']!r} is longer than {MAX_PAIR_LEN} characters")
+                )
+                row_ok = False
             pair_lines[pk].append(line)
             if len(pair_lines[pk]) > MAX_PAIR_SIZE:
                 others = ", ".join(str(n) for n in pair_lines[pk][:-1])

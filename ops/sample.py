@@ -8,12 +8,65 @@ import io
 import random
 import struct
 
-FIRST = ["Dana", "Noa", "Yonatan", "Maya", "Omer", "Tamar", "Itai", "Shira", "Amit", "Lior",
-         "Zoë", "José", "Chloé", "Björn", "Ahmad", "Lina", "Yousef", "Rania", "Wei", "Priya",
-         "דנה", "יונתן", "מיכל", "אורי", "محمد", "ليلى", "Ángel", "Søren", "Élodie", "Kenji"]
-LAST = ["Cohen", "Levi", "Mizrahi", "Peretz", "Biton", "Friedman", "Azulay", "Katz",
-        "Müller", "García", "Nguyen", "Haddad", "Khalil", "Øster", "Dubois", "Tanaka",
-        "כהן", "לוי", "אברהם", "حداد", "خليل", "Núñez", "Schäfer", "O'Brien", "Smith"]
+FIRST = [
+    "Dana",
+    "Noa",
+    "Yonatan",
+    "Maya",
+    "Omer",
+    "Tamar",
+    "Itai",
+    "Shira",
+    "Amit",
+    "Lior",
+    "Zoë",
+    "José",
+    "Chloé",
+    "Björn",
+    "Ahmad",
+    "Lina",
+    "Yousef",
+    "Rania",
+    "Wei",
+    "Priya",
+    "דנה",
+    "יונתן",
+    "מיכל",
+    "אורי",
+    "محمد",
+    "ليلى",
+    "Ángel",
+    "Søren",
+    "Élodie",
+    "Kenji",
+]
+LAST = [
+    "Cohen",
+    "Levi",
+    "Mizrahi",
+    "Peretz",
+    "Biton",
+    "Friedman",
+    "Azulay",
+    "Katz",
+    "Müller",
+    "García",
+    "Nguyen",
+    "Haddad",
+    "Khalil",
+    "Øster",
+    "Dubois",
+    "Tanaka",
+    "כהן",
+    "לוי",
+    "אברהם",
+    "حداد",
+    "خليل",
+    "Núñez",
+    "Schäfer",
+    "O'Brien",
+    "Smith",
+]
 
 
 def fake_ed25519_key(rng: random.Random, comment: str) -> str:
@@ -23,8 +76,7 @@ def fake_ed25519_key(rng: random.Random, comment: str) -> str:
     return f"ssh-ed25519 {base64.b64encode(blob).decode()} {comment}"
 
 
-def make_class(n_pairs: int, n_singles: int = 0, seed: int = 236781,
-               keys: bool = True) -> str:
+def make_class(n_pairs: int, n_singles: int = 0, seed: int = 236781, keys: bool = True) -> str:
     """A roster CSV with ``n_pairs`` pairs and ``n_singles`` singles."""
     rng = random.Random(seed)
     buf = io.StringIO()

@@ -85,12 +85,30 @@ def parse(text: str, path: Path) -> AccountsState:
     except (TypeError, ValueError, AttributeError) as exc:
         raise _bad(path, None, f"malformed record ({exc})") from None
     for sid, s in state.students.items():
-        if s.status not in STATUSES or not isinstance(s.uid, int):
-            raise _bad(path, _line_of(text, sid), f"student {sid!r} has a bad status or uid")
+        if (
+            s.status not in STATUSES
+            or type(s.uid) is not int
+            or not isinstance(s.username, str)
+            or s.pair not in state.pairs
+        ):
+            raise _bad(
+                path,
+                _line_of(text, sid),
+                f"student {sid!r} has a bad status, uid, username or pair",
+            )
+    for key, p in state.pairs.items():
+        if p.status not in STATUSES or type(p.gid) is not int or not isinstance(p.group, str):
+            raise _bad(path, _line_of(text, key), f"pair {key!r} has a bad status, gid or group")
     uids = [s.uid for s in state.students.values()]
     gids = [p.gid for p in state.pairs.values()]
+    names = [s.username for s in state.students.values()]
     if len(set(uids)) != len(uids) or len(set(gids)) != len(gids):
         raise _bad(path, None, "two records share one id")
+    if len(set(names)) != len(names):
+        raise _bad(path, None, "two students share one username")
+    # the high-water marks never fall below an id the file holds (ids are never reused)
+    state.uid_high = max([state.uid_high, *uids])
+    state.pair_gid_high = max([state.pair_gid_high, *gids])
     return state
 
 

@@ -15,6 +15,9 @@ SPECS = REPO_ROOT / "tests" / "infra"
 #: area -> the inventory groups its spec targets
 AREAS: dict[str, tuple[str, ...]] = {
     "accounts": ("slurm_controller", "gpu_servers"),
+    "common": ("all",),
+    "gpu": ("gpu_servers",),
+    "gpu_servers": ("gpu_servers",),
 }
 
 
@@ -24,8 +27,10 @@ def targets(inventory_dir: Path, areas: list[str]) -> str:
     for a in areas:
         groups += [g for g in AREAS[a] if g not in groups and inv.groups.get(g)]
     if not groups:
-        raise UsageError(f"{inv.hosts_file}: no host in {', '.join(AREAS[areas[0]])}",
-                         hint="add hosts to those groups, or pass --hosts SPEC")
+        raise UsageError(
+            f"{inv.hosts_file}: no host in {', '.join(AREAS[areas[0]])}",
+            hint="add hosts to those groups, or pass --hosts SPEC",
+        )
     return ",".join(f"ansible://{g}" for g in groups)
 
 
@@ -39,14 +44,32 @@ Host *
 """
 
 
-def pytest_argv(inventory_dir: Path, areas: list[str], hosts: str, junit: Path,
-                roster: Path | None, verbosity: int, ssh_config: Path) -> list[str]:
+def pytest_argv(
+    inventory_dir: Path,
+    areas: list[str],
+    hosts: str,
+    junit: Path,
+    roster: Path | None,
+    verbosity: int,
+    ssh_config: Path,
+) -> list[str]:
     inventory_dir = inventory_dir.resolve()
-    argv = [sys.executable, "-m", "pytest", *(str(SPECS / f"test_{a}.py") for a in areas),
-            f"--hosts={hosts}", f"--ops-inventory={inventory_dir}",
-            f"--ssh-config={ssh_config}",
-            f"--junit-xml={junit}", "-p", "no:cacheprovider", "--rootdir", str(REPO_ROOT),
-            "-o", "junit_family=xunit1"]
+    argv = [
+        sys.executable,
+        "-m",
+        "pytest",
+        *(str(SPECS / f"test_{a}.py") for a in areas),
+        f"--hosts={hosts}",
+        f"--ops-inventory={inventory_dir}",
+        f"--ssh-config={ssh_config}",
+        f"--junit-xml={junit}",
+        "-p",
+        "no:cacheprovider",
+        "--rootdir",
+        str(REPO_ROOT),
+        "-o",
+        "junit_family=xunit1",
+    ]
     if (inventory_dir / "hosts.yml").is_file():
         argv.append(f"--ansible-inventory={inventory_dir / 'hosts.yml'}")
     if roster:
@@ -58,15 +81,25 @@ def pytest_argv(inventory_dir: Path, areas: list[str], hosts: str, junit: Path,
 def verify(inventory_dir: Path, area: str | None, hosts: str | None, junit: Path | None,
            roster: Path | None = None, verbosity: int = 0
            ) -> tuple[int, dict[str, report.HostResult]]:
+    """Each area's spec against that area's groups (or ``hosts``); one summary for all."""
     if area and area not in AREAS:
         raise UsageError(f"unknown area {area!r}", hint=f"choose one of: {', '.join(AREAS)}")
     areas = [area] if area else list(AREAS)
-    spec = hosts or targets(inventory_dir, areas)
+    code = 0
     with tempfile.TemporaryDirectory(prefix="ops-verify-") as tmp:
-        out = junit or Path(tmp) / "junit.xml"
         ssh_config = Path(tmp) / "ssh_config"
         ssh_config.write_text(SSH_CONFIG.format(dir=tmp))
-        code = run(pytest_argv(inventory_dir, areas, spec, out, roster, verbosity, ssh_config),
-                   cwd=REPO_ROOT)
-        summary = report.summarise(out) if out.is_file() else {}
+        results = []
+        for a in areas:
+            out = Path(tmp) / f"{a}.xml"
+            spec = hosts or targets(inventory_dir, [a])
+            rc = run(pytest_argv(inventory_dir, [a], spec, out, roster, verbosity, ssh_config),
+                     cwd=REPO_ROOT)
+            code = code or rc
+            if out.is_file():
+                results.append(out)
+        merged = report.merge(results)
+        if junit:
+            merged.write(junit, encoding="utf-8", xml_declaration=True)
+        summary = report.summarise_tree(merged)
     return code, summary

@@ -76,12 +76,15 @@ class AccountsConfig:
                 "overlaps accounts_uid_range "
                 "(a student's private group has the student's UID as its GID)",
             )
-        course_gid = int(v.get("accounts_course_gid", 19999))
+        try:
+            course_gid = int(v.get("accounts_course_gid", 19999))
+        except (TypeError, ValueError):
+            raise bad("accounts_course_gid", "expected a number") from None
         if uid_r[0] <= course_gid <= uid_r[1] or gid_r[0] <= course_gid <= gid_r[1]:
             raise bad("accounts_course_gid", "lies inside one of the id ranges")
         group = str(v.get("accounts_course_group", "course"))
-        if not names.POSIX_NAME.match(group):
-            raise bad("accounts_course_group", f"{group!r} is not a valid group name")
+        if not names.POSIX_NAME.match(group) or group in FORBIDDEN_GROUPS:
+            raise bad("accounts_course_group", f"{group!r} is not a valid or allowed group name")
         paths = {
             k: str(v.get(k, d))
             for k, d in (
@@ -102,14 +105,27 @@ class AccountsConfig:
             paths["accounts_pairs_dir"].rstrip("/"),
             paths["accounts_home_root"].rstrip("/"),
             paths["accounts_shell"],
-            bool(v.get("accounts_password_login", False)),
-            bool(v.get("accounts_shared_home", True)),
+            flag(v, "accounts_password_login", False, bad),
+            flag(v, "accounts_shared_home", True, bad),
         )
 
     @property
     def expire_days(self) -> int:
         """The expiry as /etc/shadow stores it: days since 1970-01-01."""
         return (self.expire_date - dt.date(1970, 1, 1)).days
+
+
+def flag(v: dict[str, Any], key: str, default: bool, bad: Any) -> bool:
+    """A true/false setting; a quoted "false" is false, anything unclear is an error."""
+    raw = v.get(key, default)
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in ("true", "yes", "on", "1"):
+        return True
+    if text in ("false", "no", "off", "0"):
+        return False
+    raise bad(key, f"expected true or false, got {raw!r}")
 
 
 def allocate(
@@ -127,7 +143,7 @@ def allocate(
     )
     for key in sorted(pairs):
         rec = st.pairs.get(key)
-        if rec is None:
+        if rec is None or rec.status == OFFBOARDED:  # offboarded: a new gid, never reused
             gid = max(st.pair_gid_high + 1, cfg.pair_gid_range[0])
             if gid > cfg.pair_gid_range[1]:
                 raise InputError(
@@ -139,7 +155,7 @@ def allocate(
             st.pair_gid_high = gid
             st.pairs[key] = PairRecord(group_names[key], gid, ACTIVE)
         elif rec.status != ACTIVE:
-            rec.status = ACTIVE  # a pair value reused by the roster comes back
+            rec.status = ACTIVE  # a pair that left (not yet offboarded) comes back
     # students: usernames and uids
     usernames = names.assign(
         {sid: names.base_username(s.first_name, s.last_name, sid) for sid, s in by_id.items()},

@@ -13,13 +13,16 @@ import shlex
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from ops.accounts.model import allocate
 from ops.accounts.sync import Context
 from ops.errors import OpsError, RemoteError, UsageError
 from ops.state import ACTIVE, LEFT, OFFBOARDED, AccountsState
 
-REMOTE_TMP = "/var/tmp/course-ops-offboard"
+#: root-only work area for archives on the home host (/var/lib is not writable by students,
+#: so nobody can plant a symlink there); each run makes its own mktemp directory inside.
+REMOTE_BASE = "/var/lib/course-ops/offboard"
 
 
 def choose(state: AccountsState, who: list[str], everyone: bool) -> list[str]:
@@ -33,12 +36,15 @@ def choose(state: AccountsState, who: list[str], everyone: bool) -> list[str]:
     for w in who:
         sid = next((s for s, r in live.items() if w in (s, r.username)), None)
         if sid is None:
-            raise UsageError(f"no current student {w!r}",
-                             hint="name a username or student_id from the state file")
+            raise UsageError(
+                f"no current student {w!r}",
+                hint="name a username or student_id from the state file",
+            )
         if live[sid].status == ACTIVE:
-            raise UsageError(f"{w} is still on the roster",
-                             hint="remove them from the roster first, or use --all at "
-                                  "semester end")
+            raise UsageError(
+                f"{w} is still on the roster",
+                hint="remove them from the roster first, or use --all at semester end",
+            )
         out.append(sid)
     return sorted(out)
 
@@ -49,71 +55,108 @@ def pairs_emptied(state: AccountsState, sids: list[str], everyone: bool) -> list
     for key, p in state.pairs.items():
         if p.status == OFFBOARDED or (p.status == ACTIVE and not everyone):
             continue
-        members = [s for s, r in state.students.items()
-                   if r.pair == key and r.status != OFFBOARDED]
+        members = [s for s, r in state.students.items() if r.pair == key and r.status != OFFBOARDED]
         if all(m in gone for m in members):
             out.append(key)
     return sorted(out)
 
 
-def check_archive(archive: Path, manifest: Path) -> int:
-    """Every file of the manifest is in the archive with the same sha256; return the count."""
+def read_manifest(manifest: Path) -> dict[str, str]:
+    """``sha256sum -z`` output: ``<digest>  <name>`` records ended by NUL, names unescaped."""
     want: dict[str, str] = {}
-    for line in manifest.read_text(encoding="utf-8", errors="surrogateescape").splitlines():
-        digest, _, name = line.partition("  ")
-        if name:
-            want[name] = digest
+    for rec in manifest.read_bytes().split(b"\0"):
+        digest, sep, name = rec.partition(b"  ")
+        if sep:
+            want[name.decode("utf-8", "surrogateescape")] = digest.decode()
+    return want
+
+
+def check_archive(archive: Path, manifest: Path) -> int:
+    """Every file of the manifest is in the archive with the same sha256; return the count.
+
+    Hard links are stored once by tar; a link entry counts with its target's content."""
+    want = read_manifest(manifest)
     with tarfile.open(archive, "r:gz") as tar:
-        have = {}
+        have: dict[str, str] = {}
+        links: dict[str, str] = {}
         for m in tar.getmembers():
             if m.isfile():
                 fh = tar.extractfile(m)
                 have[m.name] = hashlib.sha256(fh.read() if fh else b"").hexdigest()
+            elif m.islnk():
+                links[m.name] = m.linkname
+        for name, target in links.items():
+            if target in have:
+                have[name] = have[target]
     missing = sorted(n for n in want if n not in have)
     if missing:
-        raise OpsError(f"{archive}: {len(missing)} file(s) of the manifest are missing, "
-                       f"e.g. {missing[0]}", hint="nothing was removed; check the disk and retry")
+        raise OpsError(
+            f"{archive}: {len(missing)} file(s) of the manifest are missing, e.g. {missing[0]}",
+            hint="nothing was removed; check the disk and retry",
+        )
     wrong = sorted(n for n, d in want.items() if have[n] != d)
     if wrong:
-        raise OpsError(f"{archive}: {wrong[0]} differs from the manifest",
-                       hint="nothing was removed; retry when the student is logged out")
+        raise OpsError(
+            f"{archive}: {wrong[0]} differs from the manifest",
+            hint="nothing was removed; retry when the student is logged out",
+        )
     return len(want)
 
 
-def _sh(host: object, command: str) -> str:
-    ok, output = host.run_shell_command(command)  # type: ignore[attr-defined]
+def _sh(host: Any, command: str) -> str:
+    sudo = host.data.get("ssh_user", "root") != "root"
+    ok, output = host.run_shell_command(command, _sudo=sudo)
     if not ok:
-        raise RemoteError(f"{host}: `{command[:80]}` failed: {output.stderr[-300:]}")
+        raise RemoteError(f"{host.name}: `{command[:80]}` failed: {output.stderr[-300:]}")
     return str(output.stdout)
 
 
-def _archive(host: object, parent: str, name: str, dest: Path) -> int | None:
+def _archive(host: Any, parent: str, name: str, dest: Path) -> int | None:
     """tar.gz + manifest of parent/name fetched into dest; None when there is no such dir."""
     q = shlex.quote
+    archive, manifest = dest / f"{name}.tar.gz", dest / f"{name}.sha256"
+    if archive.exists() or manifest.exists():
+        raise OpsError(
+            f"{archive} exists already",
+            hint="offboard into a new --archive DIR; nothing was removed",
+        )
     exists = _sh(host, f"test -d {q(parent + '/' + name)} && echo yes || echo no").strip()
     if exists != "yes":
         return None
-    rt, rm = f"{REMOTE_TMP}/{name}.tar.gz", f"{REMOTE_TMP}/{name}.sha256"
-    _sh(host, f"install -d -m 0700 {REMOTE_TMP} && "
-              f"tar -C {q(parent)} --one-file-system -czf {q(rt)} {q(name)} && "
-              f"cd {q(parent)} && find {q(name)} -type f -print0 | "
-              f"xargs -0r sha256sum > {q(rm)}")
-    archive, manifest = dest / f"{name}.tar.gz", dest / f"{name}.sha256"
-    for remote, local in ((rt, archive), (rm, manifest)):
-        if not host.get_file(remote, str(local)):  # type: ignore[attr-defined]
-            raise RemoteError(f"{host}: could not fetch {remote}")
-        local.chmod(0o600)
+    work = _sh(
+        host,
+        f"install -d -m 0700 -o root -g root {REMOTE_BASE} && mktemp -d {REMOTE_BASE}/run.XXXXXXXX",
+    ).strip()
+    rt, rm = f"{work}/{name}.tar.gz", f"{work}/{name}.sha256"
+    try:
+        _sh(
+            host,
+            f"tar -C {q(parent)} --one-file-system -czf {q(rt)} {q(name)} && "
+            f"cd {q(parent)} && find {q(name)} -type f -print0 | "
+            f"xargs -0r sha256sum -z > {q(rm)}",
+        )
+        sudo = host.data.get("ssh_user", "root") != "root"
+        for remote, local in ((rt, archive), (rm, manifest)):
+            if not host.get_file(remote, str(local), _sudo=sudo):
+                raise RemoteError(f"{host.name}: could not fetch {remote}")
+            local.chmod(0o600)
+    finally:
+        _sh(host, f"rm -rf {q(work)}")
     n = check_archive(archive, manifest)
     digest = hashlib.sha256(archive.read_bytes()).hexdigest()
     with open(dest / "SHA256SUMS", "a", encoding="utf-8") as fh:
         fh.write(f"{digest}  {archive.name}\n")
-    _sh(host, f"rm -f {q(rt)} {q(rm)}")
     return n
 
 
-def offboard(ctx: Context, archive_dir: Path, who: list[str], everyone: bool,
-             confirm: Callable[[str], bool],
-             progress: Callable[[str], None] = lambda _m: None) -> list[str]:
+def offboard(
+    ctx: Context,
+    archive_dir: Path,
+    who: list[str],
+    everyone: bool,
+    confirm: Callable[[str], bool],
+    progress: Callable[[str], None] = lambda _m: None,
+) -> list[str]:
     from ops.accounts import remote
 
     with ctx.statefile.locked():
@@ -125,10 +168,12 @@ def offboard(ctx: Context, archive_dir: Path, who: list[str], everyone: bool,
             return []
         users = [state.students[s].username for s in sids]
         groups = [state.pairs[p].group for p in pairs]
-        text = (f"offboard {len(users)} student(s): {', '.join(users) or '-'}\n"
-                f"and {len(groups)} pair space(s): {', '.join(groups) or '-'}\n"
-                f"archives to {archive_dir}, then removal from "
-                f"{', '.join(h.name for h in ctx.hosts)}")
+        text = (
+            f"offboard {len(users)} student(s): {', '.join(users) or '-'}\n"
+            f"and {len(groups)} pair space(s): {', '.join(groups) or '-'}\n"
+            f"archives to {archive_dir}, then removal from "
+            f"{', '.join(h.name for h in ctx.hosts)}"
+        )
         if not confirm(text):
             from ops.errors import Aborted
 
@@ -136,13 +181,17 @@ def offboard(ctx: Context, archive_dir: Path, who: list[str], everyone: bool,
         archive_dir.mkdir(parents=True, exist_ok=True)
         archive_dir.chmod(0o700)
         with remote.connected(ctx.hosts) as pstate:
-            home = pstate.inventory.get_host(ctx.home_hosts[0])
-            for name in users:
-                progress(f"archiving {ctx.cfg.home_root}/{name}")
-                _archive(home, ctx.cfg.home_root, name, archive_dir)
-            for g in groups:
-                progress(f"archiving {ctx.cfg.pairs_dir}/{g}")
-                _archive(home, ctx.cfg.pairs_dir, g, archive_dir)
+            # every home host holds its own homes unless /home is shared: archive each
+            for home_name in ctx.home_hosts:
+                home = pstate.inventory.get_host(home_name)
+                dest = archive_dir if len(ctx.home_hosts) == 1 else archive_dir / home_name
+                dest.mkdir(mode=0o700, exist_ok=True)
+                for name in users:
+                    progress(f"archiving {home_name}:{ctx.cfg.home_root}/{name}")
+                    _archive(home, ctx.cfg.home_root, name, dest)
+                for g in groups:
+                    progress(f"archiving {home_name}:{ctx.cfg.pairs_dir}/{g}")
+                    _archive(home, ctx.cfg.pairs_dir, g, dest)
             progress("every archive checked; removing the accounts")
             q = shlex.quote
             scripts: dict[str, list[str]] = {}
@@ -150,11 +199,18 @@ def offboard(ctx: Context, archive_dir: Path, who: list[str], everyone: bool,
                 cmds = []
                 for name in users:
                     cmds.append(f"(pkill -KILL -u {q(name)} || true)")
+                    cmds.append(
+                        f"(for _ in $(seq 50); do pgrep -u {q(name)} >/dev/null "
+                        "|| break; sleep 0.1; done)"
+                    )
+                    cmds.append(
+                        f"(for _ in $(seq 50); do pgrep -u {q(name)} >/dev/null "
+                        "|| break; sleep 0.1; done)"
+                    )
                     cmds.append(f"(! id -u {q(name)} >/dev/null 2>&1 || userdel {q(name)})")
                     cmds.append(f"(! getent group {q(name)} >/dev/null || groupdel {q(name)})")
                     if h.name in ctx.home_hosts:
-                        cmds.append(f"rm -rf --one-file-system "
-                                    f"{q(ctx.cfg.home_root + '/' + name)}")
+                        cmds.append(f"rm -rf --one-file-system {q(ctx.cfg.home_root + '/' + name)}")
                 for g in groups:
                     if h.name in ctx.home_hosts:
                         cmds.append(f"rm -rf --one-file-system {q(ctx.cfg.pairs_dir + '/' + g)}")

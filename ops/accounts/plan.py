@@ -66,11 +66,22 @@ class HostPlan:
 
 #: Serialises course-ops runs on a host: a run killed locally may leave its last command
 #: running remotely; the next run's snapshot waits for it instead of racing it.
-HOST_LOCK = "/run/lock/course-ops-accounts.lock"
+#: The lock lives in a root-only directory: /run/lock is world-writable, and a student
+#: holding the lock there could stall every run.
+LOCK_DIR = "/run/course-ops"
+HOST_LOCK = f"{LOCK_DIR}/accounts.lock"
 
 
 def locked(command: str) -> str:
-    return f"flock -w 600 {HOST_LOCK} sh -c {shlex.quote(command)}"
+    return (
+        f"install -d -m 0700 -o root -g root {LOCK_DIR} && "
+        f"flock -w 600 {HOST_LOCK} sh -c {shlex.quote(command)}"
+    )
+
+
+def _end_sessions(user: str) -> tuple[str, ...]:
+    """A locked student keeps no running process (and so no pair-group credentials)."""
+    return ("sh", "-c", 'pkill -KILL -u "$1" || true', "sh", user)
 
 
 def keys_text(keys: tuple[str, ...]) -> str:
@@ -187,6 +198,7 @@ def _user_changes(
     if u.locked and kind != "!":
         action = LOCK
         argv += ["-L"]
+        what.append("locked; sessions ended")
     elif not u.locked and u.password_login and kind != "hash":
         action = UNLOCK if kind != "*" else CHANGE
         what.append("initial password")
@@ -200,6 +212,8 @@ def _user_changes(
         cmds = [tuple(argv)]
         if "initial password" in what:
             cmds.append(("chage", "-d", "0", u.name))
+        if action == LOCK:
+            cmds.append(_end_sessions(u.name))
         out.changes.append(
             Change(host, action, "user", u.name, "; ".join(what) or action, tuple(cmds))
         )
@@ -213,13 +227,15 @@ def _dir_changes(host: str, d: WantDir, snap: HostSnapshot, out: HostPlan) -> No
     cur = snap.dirs.get(d.path)
     mode = f"{d.mode:o}"
     if cur is None:
-        cmds: list[tuple[str, ...]] = [
-            ("install", "-d", "-m", mode, "-o", str(d.uid), "-g", str(d.gid), d.path)
-        ]
-        if d.skel:
-            cmds.append(("cp", "-a", "--no-preserve=ownership", "/etc/skel/.", d.path))
-            cmds.append(("chown", "-R", f"{d.uid}:{d.gid}", d.path))
-            cmds.append(("chmod", mode, d.path))
+        if d.skel:  # root-owned until seeded, so nobody can plant links before the copy
+            cmds: list[tuple[str, ...]] = [
+                ("install", "-d", "-m", "700", "-o", "0", "-g", "0", d.path),
+                ("cp", "-a", "--no-preserve=ownership", "/etc/skel/.", d.path),
+                ("chown", "-R", f"{d.uid}:{d.gid}", d.path),
+                ("chmod", mode, d.path),
+            ]
+        else:
+            cmds = [("install", "-d", "-m", mode, "-o", str(d.uid), "-g", str(d.gid), d.path)]
         out.changes.append(Change(host, ADD, "dir", d.path, f"{d.uid}:{d.gid} {mode}", tuple(cmds)))
         return
     uid, gid, have = cur
@@ -281,6 +297,6 @@ def compute(
     for d in want.dirs.values():
         _dir_changes(host, d, snap, out)
     for u in want.users.values():
-        if not u.locked and u.keys and u.home in want.dirs:
+        if not u.locked and u.home in want.dirs:  # exactly the roster's keys, none if none
             _key_changes(host, u, snap, out)
     return out

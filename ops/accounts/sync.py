@@ -117,14 +117,15 @@ def sync(
             passwords = InitialPasswords(ctx.statefile.dir / "initial-passwords.csv")
             plans = plan_for(ctx, new_state, snapshots(ctx, pstate), passwords)
             check_conflicts(plans)
-            # ids are recorded before any host uses them, so an interrupted run resumes
-            ctx.statefile.save(new_state)
             if not any(p.changes for p in plans.values()):
+                ctx.statefile.save(new_state)
                 return plans
             if not confirm(plans):
                 from ops.errors import Aborted
 
                 raise Aborted("nothing changed: the plan was not confirmed")
+            # ids are recorded before any host uses them, so an interrupted run resumes
+            ctx.statefile.save(new_state)
             passwords.save()  # before any host has the hash: no password is ever lost
             progress("applying the changes")
             remote.apply(

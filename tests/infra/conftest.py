@@ -79,6 +79,14 @@ def _expected(config: pytest.Config) -> Expected:
 
 
 @pytest.fixture(scope="session")
+def inventory_vars(pytestconfig: pytest.Config) -> dict:
+    """The inventory's ``all``-level variables (group_vars/all)."""
+    from ops.inventory import load_vars_only
+
+    return load_vars_only(Path(pytestconfig.getoption("--ops-inventory")))
+
+
+@pytest.fixture(scope="session")
 def expected(pytestconfig: pytest.Config) -> Expected:
     return _expected(pytestconfig)
 

@@ -90,3 +90,18 @@ def test_the_lab_group_vars_are_valid() -> None:
         v = inventory.load_vars_only(REPO_ROOT / "inventory" / inv)
         cfg = AccountsConfig.from_vars(v, Path("all.yml"))
         assert cfg.uid_range[0] > cfg.course_gid
+
+
+def test_a_group_containing_itself(tmp_path: Path) -> None:
+    make(tmp_path, hosts="all:\n  children:\n    a:\n      children:\n        a:\n")
+    with pytest.raises(InputError, match=r"group 'a' contains itself \(all > a > a\)"):
+        inventory.load(tmp_path)
+
+
+def test_a_control_character_and_a_bad_port(tmp_path: Path) -> None:
+    make(tmp_path, hosts="all:\n  hosts:\n    ctl: {ansible_port: x\x07}\n")
+    with pytest.raises(InputError, match="not readable as YAML"):
+        inventory.load(tmp_path)
+    (tmp_path / "hosts.yml").write_text("all:\n  hosts:\n    ctl: {ansible_port: ssh}\n")
+    with pytest.raises(InputError, match="ansible_port 'ssh' is not a port number"):
+        inventory.load(tmp_path)

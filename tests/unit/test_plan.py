@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -45,10 +46,17 @@ def test_corrupt_state_file_names_the_line(tmp_path) -> None:
         sf.load()
 
 
-def snapshot(passwd: str = "", group: str = "", shadow: str = "", dirs: str = "") -> list[str]:
+EMPTY_SHA = hashlib.sha256(b"").hexdigest()
+
+
+def snapshot(passwd: str = "", group: str = "", shadow: str = "", dirs: str = "",
+             keys: str = "") -> list[str]:
+    key_lines = keys.splitlines()
+    sums = [f"{EMPTY_SHA}  {ln.split(':', 3)[3]}" for ln in key_lines]
     return ["#passwd", "root:x:0:0:root:/root:/bin/bash", *passwd.splitlines(),
             "#group", "root:x:0:", "sudo:x:27:", *group.splitlines(),
-            "#shadow", "root:*:", *shadow.splitlines(), "#dirs", *dirs.splitlines()]
+            "#shadow", "root:*:", *shadow.splitlines(), "#dirs", *dirs.splitlines(),
+            "#keys", *key_lines, "#sums", *sums]
 
 
 def test_empty_host_gets_everything() -> None:
@@ -76,7 +84,10 @@ def converged_snapshot() -> list[str]:
         shadow="dcohen:*:20908\nelevi:*:20908\nnkatz:*:20908",
         dirs="20000:20000:700:/home/dcohen\n20001:20001:700:/home/elevi\n"
              "20002:20002:700:/home/nkatz\n0:0:755:/home/pairs\n"
-             "0:30000:2770:/home/pairs/pair001\n0:30001:2770:/home/pairs/pair002")
+             "0:30000:2770:/home/pairs/pair001\n0:30001:2770:/home/pairs/pair002",
+        keys="20000:20000:600:/home/dcohen/.ssh/authorized_keys\n"
+             "20001:20001:600:/home/elevi/.ssh/authorized_keys\n"
+             "20002:20002:600:/home/nkatz/.ssh/authorized_keys")
 
 
 def test_converged_host_has_no_change() -> None:
@@ -165,3 +176,67 @@ def test_password_login_gives_initial_passwords(tmp_path) -> None:
     assert (tmp_path / "state" / "initial-passwords.csv").stat().st_mode & 0o777 == 0o600
     assert f"dcohen,{pw.made['dcohen'][0]}" in text
     assert pw.made["dcohen"][0] not in " ".join(" ".join(a) for c in plan.changes for a in c.argv)
+
+
+def test_state_file_high_water_marks_cannot_fall(tmp_path) -> None:
+    sf = StateFile(tmp_path)
+    st = allocate(ROSTER, AccountsState(), CFG, sf.path)
+    sf.save(st)
+    doc = json.loads(sf.path.read_text())
+    doc["uid_high"] = 0  # hand-edited down: the next id must still be new
+    sf.path.write_text(json.dumps(doc))
+    assert sf.load().uid_high == 20002
+
+
+def test_state_file_with_a_dangling_pair_is_refused(tmp_path) -> None:
+    sf = StateFile(tmp_path)
+    sf.save(allocate(ROSTER, AccountsState(), CFG, sf.path))
+    doc = json.loads(sf.path.read_text())
+    doc["pairs"].pop("2")
+    sf.path.write_text(json.dumps(doc, indent=1))
+    with pytest.raises(InputError, match=r"student '3' has a bad status, uid, username or pair"):
+        sf.load()
+
+
+def test_an_offboarded_pair_that_returns_gets_a_new_gid() -> None:
+    from ops.state import OFFBOARDED
+
+    st = allocate(ROSTER, AccountsState(), CFG, "s")
+    old = st.pairs["2"].gid
+    st.pairs["2"].status = OFFBOARDED
+    st.students["3"].status = OFFBOARDED
+    again = allocate(ROSTER, st, AccountsConfig.from_vars(
+        {"accounts_expire_date": "2027-03-31"}, "a"), "s")  # type: ignore[arg-type]
+    assert again.pairs["2"].gid != old and again.pairs["2"].gid > old
+    assert again.students["3"].uid > 20002
+
+
+@pytest.mark.parametrize("value, message", [
+    ("docker", "not a valid or allowed group name"),
+    ("sudo", "not a valid or allowed group name"),
+])
+def test_course_group_cannot_be_privileged(value: str, message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        AccountsConfig.from_vars({"accounts_expire_date": "2027-03-31",
+                                  "accounts_course_group": value}, "a")  # type: ignore[arg-type]
+
+
+def test_quoted_false_is_false() -> None:
+    cfg = AccountsConfig.from_vars({"accounts_expire_date": "2027-03-31",
+                                    "accounts_password_login": "false"}, "a")  # type: ignore[arg-type]
+    assert cfg.password_login is False
+    with pytest.raises(InputError, match="expected true or false"):
+        AccountsConfig.from_vars({"accounts_expire_date": "2027-03-31",
+                                  "accounts_shared_home": "maybe"}, "a")  # type: ignore[arg-type]
+
+
+def test_a_key_removed_from_the_roster_is_revoked() -> None:
+    st = allocate(ROSTER, AccountsState(), CFG, "s")
+    lines = converged_snapshot()
+    i = lines.index(f"{EMPTY_SHA}  /home/elevi/.ssh/authorized_keys")
+    lines[i] = "0" * 64 + "  /home/elevi/.ssh/authorized_keys"  # a key nobody listed
+    plan = compute("ctl", desired(st, ROSTER, CFG, homes=True), parse_snapshot(lines))
+    (change,) = plan.changes
+    assert (change.action, change.kind, change.subject) == \
+        ("change", "keys", "/home/elevi/.ssh/authorized_keys")
+    assert change.argv[0][-1] == ""  # the roster lists no key: the file is emptied

@@ -80,3 +80,13 @@ def test_sample_class_parses() -> None:
     r = roster.parse(make_class(300), "big.csv")
     assert len(r.students) == 600
     assert all(len(m) == 2 for m in r.pairs().values())
+
+
+def test_odd_pair_values() -> None:
+    text = HEADER + "\n1,A,B,a@u.il,²\n2,C,D,c@u.il,1234567890123456789\n"
+    with pytest.raises(InputErrors) as info:
+        roster.parse(text, "r.csv")
+    assert info.value.lines() == [
+        "r.csv:3: pair value '1234567890123456789' is longer than 16 characters"]
+    r = roster.parse(HEADER + "\n1,A,B,a@u.il,²\n", "r.csv")
+    assert r.students[0].pair == "²"

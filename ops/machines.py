@@ -1,0 +1,99 @@
+"""Ansible owns machines: `ops provision` runs ansible-playbook and reads its recap.
+
+ops builds the argv and streams Ansible's own output; it re-implements nothing. The per-host
+recap (ok/changed/unreachable/failed) and "reboot required" lines are read from that output.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from ops import REPO_ROOT
+from ops.errors import OpsError
+
+log = logging.getLogger(__name__)
+PLAYBOOKS = REPO_ROOT / "playbooks"
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_RECAP = re.compile(r"^(?P<host>\S+)\s*:\s*ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+"
+                    r"unreachable=(?P<unreachable>\d+)\s+failed=(?P<failed>\d+)")
+_REBOOT = re.compile(r"course-ops: reboot required on (\S+?)\"?$")
+
+
+@dataclass
+class Recap:
+    ok: int = 0
+    changed: int = 0
+    unreachable: int = 0
+    failed: int = 0
+    reboot_required: bool = False
+
+
+def playbook_argv(inventory_dir: Path, playbook: str = "site.yml", *, check: bool = False,
+                  diff: bool = False, limit: str | None = None, tags: str | None = None,
+                  extra: tuple[str, ...] = (), verbosity: int = 0) -> list[str]:
+    argv = ["ansible-playbook", "-i", str(inventory_dir.resolve() / "hosts.yml"),
+            str(PLAYBOOKS / playbook)]
+    if check:
+        argv.append("--check")
+    if diff:
+        argv.append("--diff")
+    if limit:
+        argv += ["--limit", limit]
+    if tags:
+        argv += ["--tags", tags]
+    if verbosity > 1:
+        argv.append("-" + "v" * (verbosity - 1))
+    return argv + list(extra)
+
+
+def parse_output(lines: list[str]) -> dict[str, Recap]:
+    recaps: dict[str, Recap] = {}
+    reboot: set[str] = set()
+    in_recap = False
+    for raw in lines:
+        line = _ANSI.sub("", raw).rstrip()
+        if line.startswith("PLAY RECAP"):
+            in_recap = True
+            continue
+        m = _REBOOT.search(line)
+        if m:
+            reboot.add(m.group(1))
+        if in_recap:
+            r = _RECAP.match(line)
+            if r:
+                recaps[r["host"]] = Recap(int(r["ok"]), int(r["changed"]),
+                                          int(r["unreachable"]), int(r["failed"]))
+    for host in reboot:
+        recaps.setdefault(host, Recap()).reboot_required = True
+    return recaps
+
+
+def run_playbook(argv: list[str], *, quiet: bool = False) -> tuple[int, dict[str, Recap]]:
+    """Run ansible-playbook, echo its output (unless quiet), return its code and recap."""
+    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO_ROOT / "ansible.cfg"),
+           "ANSIBLE_ROLES_PATH": str(REPO_ROOT / "roles"),
+           "ANSIBLE_FORCE_COLOR": "1" if sys.stdout.isatty() else "0"}
+    log.info("$ %s", shlex.join(argv))
+    lines: list[str] = []
+    try:
+        proc = subprocess.Popen(argv, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, bufsize=1)
+    except FileNotFoundError:
+        raise OpsError("ansible-playbook is not installed",
+                       hint="install course-ops with its dependencies: pip install -e .") \
+            from None
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        lines.append(line)
+        if not quiet:
+            sys.stdout.write(line)
+            sys.stdout.flush()
+    code = proc.wait()
+    return code, parse_output(lines)

@@ -151,8 +151,12 @@ def lab_down(opts: Opts, image: bool) -> None:
     """Remove the lab: containers, volumes, network, keys, state. Leaves nothing behind."""
     from ops import lab as lab_mod
 
+    hosts = opts.inventory / "hosts.yml"
+    if hosts.is_file() and not hosts.read_text(errors="replace").startswith(lab_mod.HOSTS_HEADER):
+        raise UsageError(f"{hosts} was not written by `ops lab up`: {opts.inventory} is not a "
+                         "lab", hint="pass the lab's inventory with -i, or none")
     lab_mod.down(opts.inventory, remove_image=image, log=opts.say)
-    state_dir = opts.inventory / "state"
+    state_dir = opts.inventory / "state"  # the lab's accounts die with its hosts
     if state_dir.is_dir():
         shutil.rmtree(state_dir)
     opts.say("the lab is gone")

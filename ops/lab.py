@@ -75,7 +75,7 @@ _IMPORT_CHANGES = (
 #: Bump when the build recipe in this module changes in a way the files do not show.
 _RECIPE_VERSION = "1"
 
-_HOSTS_HEADER = "# Written by `ops lab up`"
+HOSTS_HEADER = "# Written by `ops lab up`"
 _KEY_COMMENT = "course-ops-lab"
 _SSH_OPTIONS = (
     "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR"
@@ -172,7 +172,7 @@ def hosts_path(inventory_dir: Path) -> Path:
 def render_hosts(lab: str, key: Path, ports: Mapping[str, int]) -> str:
     """The Ansible YAML inventory of the lab; each host's vars given in its first group."""
     lines = [
-        f"{_HOSTS_HEADER} for lab {lab}; regenerated on every run, do not edit.",
+        f"{HOSTS_HEADER} for lab {lab}; regenerated on every run, do not edit.",
         "all:",
         "  vars:",
         "    ansible_user: root",
@@ -944,7 +944,7 @@ def _remove_local_files(inventory_dir: Path, log: Log) -> int:
         removed += 1
     hosts = hosts_path(inventory_dir)
     if hosts.exists():
-        if hosts.read_text(encoding="utf-8").startswith(_HOSTS_HEADER):
+        if hosts.read_text(encoding="utf-8").startswith(HOSTS_HEADER):
             hosts.unlink()
             log(f"removed {hosts}")
             removed += 1

@@ -236,36 +236,25 @@ def desired(state: AccountsState, roster: Roster, cfg: AccountsConfig, *, homes:
             continue
         want.groups[rec.username] = rec.uid
         home = f"{cfg.home_root}/{rec.username}"
-        if rec.status == ACTIVE:
-            pair = state.pairs[rec.pair].group
-            keys = by_id[sid].ssh_keys if sid in by_id else ()
-            want.users[rec.username] = WantUser(
-                rec.username,
-                rec.uid,
-                rec.uid,
-                comment_for(rec),
-                home,
-                cfg.shell,
-                frozenset({cfg.course_group, pair}),
-                cfg.expire_days,
-                False,
-                keys,
-                cfg.password_login,
-            )
-            if homes:
-                want.dirs[home] = WantDir(home, rec.uid, rec.uid, 0o700, skel=True)
-        else:
-            want.users[rec.username] = WantUser(
-                rec.username,
-                rec.uid,
-                rec.uid,
-                comment_for(rec),
-                home,
-                NOLOGIN_SHELL,
-                frozenset(),
-                1,
-                True,
-            )
+        active = rec.status == ACTIVE
+        # a student who left keeps the account, locked: no login shell, no groups, expired
+        want.users[rec.username] = WantUser(
+            rec.username,
+            rec.uid,
+            rec.uid,
+            comment_for(rec),
+            home,
+            shell=cfg.shell if active else NOLOGIN_SHELL,
+            groups=frozenset({cfg.course_group, state.pairs[rec.pair].group})
+            if active
+            else frozenset(),
+            expire_days=cfg.expire_days if active else 1,
+            locked=not active,
+            keys=by_id[sid].ssh_keys if active and sid in by_id else (),
+            password_login=cfg.password_login,
+        )
+        if homes and active:
+            want.dirs[home] = WantDir(home, rec.uid, rec.uid, 0o700, skel=True)
     if homes:
         want.dirs[cfg.pairs_dir] = WantDir(cfg.pairs_dir, 0, 0, 0o755)
         for p in state.pairs.values():

@@ -165,7 +165,8 @@ def test_roster_edits_are_planned_exactly(lab_inventory: Path, tmp_path: Path) -
                  (h, "change", "user", u_split), (h, "lock", "user", u_drop)}
     want |= {("ctl", "add", "dir", f"/home/pairs/{new_single}"),
              ("ctl", "add", "dir", f"/home/pairs/{joiner_group}"),
-             ("ctl", "add", "dir", f"/home/{u_join}")}
+             ("ctl", "add", "dir", f"/home/{u_join}"),
+             ("ctl", "add", "keys", f"/home/{u_join}/.ssh/authorized_keys")}
     assert plan(lab_inventory) == want
     ops(lab_inventory, "-y", "accounts", "sync")
     assert plan(lab_inventory) == set()
@@ -220,7 +221,7 @@ def test_offboard_archives_checks_then_removes(lab_inventory: Path, tmp_path: Pa
         members = tar.getnames()
         fh = tar.extractfile(f"{user}/hw1/results.txt")
         assert fh is not None and fh.read() == b"loss=0.12\n"
-    listed = [ln.split("  ", 1)[1] for ln in manifest.read_text().splitlines()]
+    listed = [rec.split("  ", 1)[1] for rec in manifest.read_text().split("\0") if rec]
     assert f"{user}/hw1/results.txt" in listed and set(listed) <= set(members)
     assert tgz.name in (archive / "SHA256SUMS").read_text()
     for node in NODES:

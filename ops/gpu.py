@@ -11,8 +11,8 @@ from __future__ import annotations
 import re
 
 MIN_DRIVER: dict[str, str] = {
-    "11.0": "450.36.06",
-    "11.1": "455.23.05",
+    "11.0": "450.51.05",
+    "11.1": "455.23",
     "11.2": "460.27.03",
     "11.3": "465.19.01",
     "11.4": "470.42.01",
@@ -30,6 +30,7 @@ MIN_DRIVER: dict[str, str] = {
     "12.8": "570.26",
     "12.9": "575.51.03",
     "13.0": "580.65.06",
+    "13.1": "590.44.01",
 }
 MINOR_COMPAT: dict[str, str] = {"11": "450.80.02", "12": "525.60.13", "13": "580.65.06"}
 
@@ -43,9 +44,12 @@ def version_tuple(v: str) -> tuple[int, ...]:
 def min_driver(cuda: str, *, minor_compat: bool = False) -> str:
     """The oldest driver that runs CUDA ``cuda`` ("12.8"); KeyError for an unknown one."""
     major_minor = ".".join(cuda.split(".")[:2])
-    if minor_compat:
-        return MINOR_COMPAT[major_minor.split(".")[0]]
-    return MIN_DRIVER[major_minor]
+    table, key = (MINOR_COMPAT, major_minor.split(".")[0]) if minor_compat \
+        else (MIN_DRIVER, major_minor)
+    if key not in table:
+        raise KeyError(f"CUDA {cuda} is not in NVIDIA's minimum-driver table of ops/gpu.py; "
+                       "add its row from NVIDIA's release notes")
+    return table[key]
 
 
 def driver_runs(driver: str, cuda: str, *, minor_compat: bool = False) -> bool:

@@ -12,12 +12,22 @@ from ops.errors import UsageError
 from ops.run import run
 
 SPECS = REPO_ROOT / "tests" / "infra"
-#: area -> the inventory groups its spec targets
-AREAS: dict[str, tuple[str, ...]] = {
+#: spec (tests/infra/test_<spec>.py) -> the inventory groups it targets
+SPEC_GROUPS: dict[str, tuple[str, ...]] = {
     "accounts": ("slurm_controller", "gpu_servers"),
     "common": ("all",),
     "gpu": ("gpu_servers",),
     "gpu_servers": ("gpu_servers",),
+    "slurm": ("slurm_controller", "gpu_servers"),
+    "slurm_accounting": ("slurm_controller",),
+}
+#: area (what `ops verify AREA` takes) -> its specs
+AREAS: dict[str, tuple[str, ...]] = {
+    "accounts": ("accounts",),
+    "common": ("common",),
+    "gpu": ("gpu",),
+    "gpu_servers": ("gpu_servers",),
+    "slurm": ("slurm", "slurm_accounting"),
 }
 
 
@@ -25,10 +35,10 @@ def targets(inventory_dir: Path, areas: list[str]) -> str:
     inv = inv_mod.load(inventory_dir)
     groups: list[str] = []
     for a in areas:
-        groups += [g for g in AREAS[a] if g not in groups and inv.groups.get(g)]
+        groups += [g for g in SPEC_GROUPS[a] if g not in groups and inv.groups.get(g)]
     if not groups:
         raise UsageError(
-            f"{inv.hosts_file}: no host in {', '.join(AREAS[areas[0]])}",
+            f"{inv.hosts_file}: no host in {', '.join(SPEC_GROUPS[areas[0]])}",
             hint="add hosts to those groups, or pass --hosts SPEC",
         )
     return ",".join(f"ansible://{g}" for g in groups)
@@ -88,7 +98,7 @@ def verify(inventory_dir: Path, area: str | None, hosts: str | None, junit: Path
     """Each area's spec against that area's groups (or ``hosts``); one summary for all."""
     if area and area not in AREAS:
         raise UsageError(f"unknown area {area!r}", hint=f"choose one of: {', '.join(AREAS)}")
-    areas = [area] if area else list(AREAS)
+    areas = [spec for a in ([area] if area else list(AREAS)) for spec in AREAS[a]]
     code = 0
     with tempfile.TemporaryDirectory(prefix="ops-verify-") as tmp:
         ssh_config = Path(tmp) / "ssh_config"

@@ -22,6 +22,37 @@ class PasswdEntry:
     shell: str
 
 
+SLURM_SNAPSHOT = (
+    "if command -v sacctmgr >/dev/null 2>&1 && "
+    "sacctmgr -nP show cluster format=cluster >/tmp/.course-ops-cl 2>/dev/null; then "
+    "echo '#slurm-cluster'; cat /tmp/.course-ops-cl; rm -f /tmp/.course-ops-cl; "
+    "echo '#slurm-assoc'; sacctmgr -nP show assoc format=account,user,parentname; "
+    "echo '#slurm-users'; sacctmgr -nP show user format=user,defaultaccount; fi"
+)
+
+
+@dataclass
+class SlurmSnapshot:
+    cluster: str = ""
+    accounts: dict[str, str] = field(default_factory=dict)  # account -> parent
+    assocs: set[tuple[str, str]] = field(default_factory=set)  # (user, account)
+    default_account: dict[str, str] = field(default_factory=dict)
+
+
+def parse_slurm(section: str, line: str, snap: SlurmSnapshot) -> None:
+    f = line.split("|")
+    if section == "slurm-cluster" and f[0]:
+        snap.cluster = snap.cluster or f[0]
+    elif section == "slurm-assoc" and len(f) >= 3:
+        account, user, parent = f[0], f[1], f[2]
+        if user:
+            snap.assocs.add((user, account))
+        elif account != "root":
+            snap.accounts[account] = parent
+    elif section == "slurm-users" and len(f) >= 2:
+        snap.default_account[f[0]] = f[1]
+
+
 @dataclass
 class HostSnapshot:
     users: dict[str, PasswdEntry] = field(default_factory=dict)
@@ -30,6 +61,7 @@ class HostSnapshot:
     shadow: dict[str, tuple[str, int | None]] = field(default_factory=dict)  # kind, expire
     dirs: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # path -> uid,gid,mode
     keys: dict[str, tuple[int, int, int, str]] = field(default_factory=dict)  # +sha256
+    slurm: SlurmSnapshot | None = None  # the controller's associations, once Slurm runs
 
     def supplementary(self, user: str) -> set[str]:
         return {g for g, m in self.members.items() if user in m}
@@ -41,7 +73,7 @@ class HostSnapshot:
         return {gid: name for name, gid in self.groups.items()}
 
 
-def snapshot_command(home_root: str, pairs_dir: str, homes: bool) -> str:
+def snapshot_command(home_root: str, pairs_dir: str, homes: bool, slurm: bool = False) -> str:
     lines = [
         "echo '#passwd'; cat /etc/passwd",
         "echo '#group'; cat /etc/group",
@@ -58,6 +90,8 @@ def snapshot_command(home_root: str, pairs_dir: str, homes: bool) -> str:
             f"echo '#sums'; find {h} -mindepth 3 -maxdepth 3 -path '*/.ssh/authorized_keys'"
             " -type f -exec sha256sum {} + 2>/dev/null || true",
         ]
+    if slurm:
+        lines.append(SLURM_SNAPSHOT)
     from ops.accounts.plan import locked
 
     return locked("; ".join(lines))
@@ -75,6 +109,9 @@ def parse_snapshot(lines: list[str]) -> HostSnapshot:
             "dirs",
             "keys",
             "sums",
+            "slurm-cluster",
+            "slurm-assoc",
+            "slurm-users",
         }:
             section = line[1:]
             continue
@@ -98,6 +135,10 @@ def parse_snapshot(lines: list[str]) -> HostSnapshot:
                 snap.dirs[path] = (int(uid), int(gid), int(mode, 8))
             else:
                 snap.keys[path] = (int(uid), int(gid), int(mode, 8), "")
+        elif section.startswith("slurm-"):
+            if snap.slurm is None:
+                snap.slurm = SlurmSnapshot()
+            parse_slurm(section, line, snap.slurm)
         elif section == "sums":
             digest, _, path = line.partition("  ")
             sums[path] = digest
@@ -112,8 +153,8 @@ class AccountsSnapshot(FactBase):
     def requires_command(self, *args: object, **kwargs: object) -> str:
         return "find"
 
-    def command(self, home_root: str, pairs_dir: str, homes: bool) -> str:
-        return snapshot_command(home_root, pairs_dir, homes)
+    def command(self, home_root: str, pairs_dir: str, homes: bool, slurm: bool = False) -> str:
+        return snapshot_command(home_root, pairs_dir, homes, slurm)
 
     def process(self, output: list[str]) -> HostSnapshot:
         return parse_snapshot(output)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ops import inventory as inv_mod
 from ops import roster as roster_mod
+from ops.accounts import slurm
 from ops.accounts.model import AccountsConfig, allocate, desired
 from ops.accounts.passwords import InitialPasswords
 from ops.accounts.plan import HostPlan, compute
@@ -38,6 +39,12 @@ class Context:
         return hosts
 
     @property
+    def slurm_host(self) -> str | None:
+        """Where sacctmgr runs: the first slurm_controller host."""
+        hosts = self.inv.hosts_in("slurm_controller")
+        return hosts[0].name if hosts else None
+
+    @property
     def home_hosts(self) -> list[str]:
         """Hosts that make homes and pair dirs: one when /home is shared, else every one."""
         if not self.cfg.shared_home:
@@ -60,6 +67,7 @@ def snapshots(ctx: Context, state: object) -> dict[str, HostSnapshot]:
             "home_root": ctx.cfg.home_root,
             "pairs_dir": ctx.cfg.pairs_dir,
             "homes": h.name in ctx.home_hosts,
+            "slurm": h.name == ctx.slurm_host,
         }
         for h in ctx.hosts
     }
@@ -79,6 +87,12 @@ def plan_for(
             plans[h.name] = compute(h.name, want, snaps[h.name])
         else:
             plans[h.name] = compute(h.name, want, snaps[h.name], passwords)
+    slurm_snap = snaps[ctx.slurm_host].slurm if ctx.slurm_host else None
+    if slurm_snap is not None:  # Slurm runs: its associations follow the roster too
+        assert ctx.slurm_host is not None
+        plans[ctx.slurm_host].changes += slurm.plan(
+            ctx.slurm_host, state, ctx.cfg.course_group,
+            str(ctx.inv.get("slurm_qos_name", "course")), slurm_snap).changes
     return plans
 
 

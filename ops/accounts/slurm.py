@@ -1,0 +1,81 @@
+"""Slurm in step with the roster: a parent account for the course, an account per pair (or
+single) under it with the course QOS (which caps each pair's GPUs and wall time), and each
+student's association. Read with one sacctmgr call per kind; written with one
+``sacctmgr load`` for everything new plus one call per kind of removal: never one call per
+student. Job history stays: removing an association keeps the jobs it ran.
+"""
+
+from __future__ import annotations
+
+from ops.accounts.plan import ADD, CHANGE, REMOVE, Change, HostPlan
+from ops.accounts.snapshot import SlurmSnapshot
+from ops.state import ACTIVE, AccountsState
+
+
+def _q(value: str) -> str:
+    return "'" + value.replace("'", "") + "'"
+
+
+def plan(host: str, state: AccountsState, course: str, qos: str,
+         snap: SlurmSnapshot) -> HostPlan:
+    """The Slurm changes on the controller ``host``."""
+    out = HostPlan(host)
+    pairs = {k: p.group for k, p in state.pairs.items() if p.status == ACTIVE}
+    want_users = {r.username: pairs[r.pair] for r in state.students.values()
+                  if r.status == ACTIVE and r.pair in pairs}
+    managed = {r.username for r in state.students.values()}
+    load: list[str] = []
+    if course not in snap.accounts:
+        out.changes.append(Change(host, ADD, "slurm", f"account {course}", "course parent"))
+        load += ["Parent - 'root'",
+                 f"Account - {_q(course)}:Description={_q(course)}:Organization={_q(course)}"]
+    new_accounts = sorted(g for g in pairs.values() if g not in snap.accounts)
+    by_account: dict[str, list[str]] = {}
+    for user, account in sorted(want_users.items()):
+        if (user, account) not in snap.assocs:
+            by_account.setdefault(account, []).append(user)
+    if new_accounts:
+        load.append(f"Parent - {_q(course)}")
+        for g in new_accounts:
+            out.changes.append(Change(host, ADD, "slurm", f"account {g}",
+                                      f"under {course}, QOS {qos}"))
+            load.append(f"Account - {_q(g)}:Description={_q(g)}:Organization={_q(course)}"
+                        f":Fairshare=1:QOS={_q(qos)}:DefaultQOS={_q(qos)}")
+    for account, users in sorted(by_account.items()):
+        load.append(f"Parent - {_q(account)}")
+        for user in users:
+            out.changes.append(Change(host, ADD, "slurm", f"association {user}@{account}"))
+            load.append(f"User - {_q(user)}:DefaultAccount={_q(account)}:Fairshare=1")
+    argv: list[tuple[str, ...]] = []
+    if load:
+        text = "\n".join([f"Cluster - {_q(snap.cluster)}", *load]) + "\n"
+        argv.append(("sh", "-c", 'f=$(mktemp) && printf %s "$1" > "$f" && '
+                     'sacctmgr -i load file="$f"; rc=$?; rm -f "$f"; exit $rc', "sh", text))
+    for user, account in sorted(want_users.items()):
+        have = snap.default_account.get(user)
+        if have and have != account:
+            out.changes.append(Change(host, CHANGE, "slurm", f"user {user}",
+                                      f"default account {have}->{account}"))
+            argv.append(("sacctmgr", "-i", "modify", "user", "where", f"name={user}", "set",
+                         f"DefaultAccount={account}"))
+    stale: dict[str, list[str]] = {}
+    for user, account in sorted(snap.assocs):
+        if user in managed and want_users.get(user) != account:
+            stale.setdefault(account, []).append(user)
+    for account, users in sorted(stale.items()):
+        for user in users:
+            out.changes.append(Change(host, REMOVE, "slurm", f"association {user}@{account}",
+                                      "job history kept"))
+        argv.append(("sacctmgr", "-i", "delete", "user", "where", f"name={','.join(users)}",
+                     f"account={account}"))
+    ours = {p.group for p in state.pairs.values()}
+    gone = sorted(a for a, parent in snap.accounts.items()
+                  if parent == course and a in ours and a not in pairs.values())
+    if gone:
+        for a in gone:
+            out.changes.append(Change(host, REMOVE, "slurm", f"account {a}", "no member left"))
+        argv.append(("sacctmgr", "-i", "delete", "account", "where", f"name={','.join(gone)}"))
+    if argv:
+        out.changes.append(Change(host, "apply", "slurm", "sacctmgr",
+                                  f"{len(argv)} batched call(s)", tuple(argv)))
+    return out

@@ -1,0 +1,209 @@
+"""`ops provision` on the lab, molecule's sequence through the real CLI: converge from
+scratch -> converge again, expect changed=0 -> check mode, expect no change -> verify (the
+GPU checks skip with their reason: the lab has no GPU) -> drift caught, reboot reported;
+then Slurm as the students use it: GPU jobs, the per-pair GPU cap, a stranger refused,
+a node lost and back, a controller restart."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from ops.machines import Recap, parse_output
+from tests.lab.conftest import LAB_NAME, docker_exec, ops
+
+pytestmark = pytest.mark.lab
+NODES = ("ctl", "gpu1", "gpu2")
+
+
+def recaps(p: subprocess.CompletedProcess[str]) -> dict[str, Recap]:
+    r = parse_output(p.stdout.splitlines())
+    assert set(r) == set(NODES), p.stdout[-2000:]
+    return r
+
+
+def test_provision_converges_from_scratch(lab_inventory: Path) -> None:
+    p = ops(lab_inventory, "-y", "provision", timeout=1800)
+    r = recaps(p)
+    assert all(x.failed == 0 and x.unreachable == 0 for x in r.values())
+    assert r["gpu1"].changed > 0 and r["gpu2"].changed > 0
+    # no GPU in a container: said out loud, not skipped silently
+    said = " ".join(p.stdout.split())
+    assert "gpu1: a container: user-space packages and configuration only" in said
+    assert "gpu1: no NVIDIA GPU on host: Docker only" in said
+    assert "provision summary" in p.stdout
+    for node in ("gpu1", "gpu2"):
+        assert docker_exec(node, "systemctl", "is-active", "docker").strip() == "active"
+        assert docker_exec(node, "dpkg-query", "-W", "-f=${Status}", "nvidia-smi") == \
+            "install ok installed"
+
+
+def test_second_provision_changes_nothing(lab_inventory: Path) -> None:
+    p = ops(lab_inventory, "-y", "provision")
+    r = recaps(p)
+    assert {h: x.changed for h, x in r.items()} == {h: 0 for h in NODES}
+    assert p.stdout.count("0 change(s)") == 3
+
+
+def test_check_mode_reports_no_change(lab_inventory: Path) -> None:
+    before = docker_exec("gpu1", "stat", "-c", "%Y", "/etc/motd", "/etc/docker/daemon.json")
+    p = ops(lab_inventory, "provision", "--check", "--diff")
+    r = recaps(p)
+    assert {h: x.changed for h, x in r.items()} == {h: 0 for h in NODES}
+    assert docker_exec("gpu1", "stat", "-c", "%Y", "/etc/motd",
+                       "/etc/docker/daemon.json") == before
+
+
+def test_gpu_checks_skip_with_the_reason(lab_inventory: Path, tmp_path: Path) -> None:
+    junit = tmp_path / "gpu.xml"
+    ops(lab_inventory, "verify", "gpu", "--junit", str(junit))
+    cases = list(ET.parse(junit).getroot().iter("testcase"))
+    skipped = [c.find("skipped") for c in cases if c.find("skipped") is not None]
+    passed = [c for c in cases if c.find("skipped") is None and c.find("failure") is None]
+    assert skipped and all("no NVIDIA GPU on host" in (s.get("message") or "")
+                           for s in skipped)
+    assert {c.get("name", "").split("[")[0] for c in passed} == \
+        {"test_nouveau_is_not_loaded"}  # nvcc is not installed on Debian: that one skips
+
+
+def test_a_student_in_the_docker_group_is_caught_and_removed(lab_inventory: Path,
+                                                            tmp_path: Path) -> None:
+    student = docker_exec("gpu1", "getent", "group", "course").strip().split(":")[3] \
+        .split(",")[0]
+    docker_exec("gpu1", "usermod", "-aG", "docker", student)
+    p = ops(lab_inventory, "verify", "gpu_servers", "--junit", str(tmp_path / "d.xml"),
+            check=False)
+    assert p.returncode == 1
+    failed = [c.get("name", "") for c in ET.parse(tmp_path / "d.xml").getroot()
+              .iter("testcase") if c.find("failure") is not None]
+    assert failed == ["test_no_student_in_the_docker_group[ansible://gpu1]"]
+    ops(lab_inventory, "-y", "accounts", "sync")
+    assert student not in docker_exec("gpu1", "getent", "group", "docker")
+    ops(lab_inventory, "verify", "gpu_servers")
+
+
+def test_a_pending_reboot_is_reported(lab_inventory: Path) -> None:
+    docker_exec("gpu2", "sh", "-c", "echo nvidia-driver > /run/reboot-required.pkgs && "
+                                    "touch /run/reboot-required")
+    try:
+        p = ops(lab_inventory, "verify", "common", check=False)
+        assert p.returncode == 1
+        assert "reboot required (nvidia-driver)" in p.stdout
+        check = ops(lab_inventory, "provision", "--check", "--limit", "gpu2", check=False)
+        assert recaps_reboot(check) == {"gpu2"}
+    finally:
+        docker_exec("gpu2", "rm", "-f", "/run/reboot-required", "/run/reboot-required.pkgs")
+
+
+def recaps_reboot(p: subprocess.CompletedProcess[str]) -> set[str]:
+    return {h for h, x in parse_output(p.stdout.splitlines()).items() if x.reboot_required}
+
+
+# ---------------------------------------------------------------- Slurm
+
+
+def as_student(user: str, command: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["docker", "exec", "-w", "/tmp", f"{LAB_NAME}-ctl", "runuser", "-u",
+                           user, "--", "sh", "-c", command], capture_output=True, text=True,
+                          check=check, timeout=120)
+
+
+def pairs_with_members() -> list[tuple[str, list[str]]]:
+    out = []
+    for line in docker_exec("ctl", "getent", "group").splitlines():
+        name, _, _, members = line.split(":")
+        if name.startswith("pair") and members:
+            out.append((name, members.split(",")))
+    return sorted(out)
+
+
+def squeue() -> dict[str, tuple[str, str, str]]:
+    """job id -> (state, reason, node)."""
+    rows = docker_exec("ctl", "squeue", "-h", "-o", "%i|%T|%r|%N").splitlines()
+    return {r.split("|")[0]: tuple(r.split("|")[1:]) for r in rows}  # type: ignore[misc]
+
+
+def wait_for(what, predicate, timeout: float = 180):  # noqa: ANN001, ANN201
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def node_state(node: str) -> str:
+    return docker_exec("ctl", "sinfo", "-h", "-n", node, "-o", "%T").strip()
+
+
+def test_a_student_runs_a_gpu_job(lab_inventory: Path) -> None:
+    pair, members = pairs_with_members()[0]
+    r = as_student(members[0], f"srun -A {pair} --gres=gpu:1 -c 1 hostname")
+    assert r.stdout.strip() in ("gpu1", "gpu2")
+
+
+def test_one_gpu_per_pair_and_pairs_run_side_by_side(lab_inventory: Path) -> None:
+    (p1, m1), (p2, m2) = [p for p in pairs_with_members() if len(p[1]) == 2][:2]
+    submit = "sbatch --parsable -A {} --gres=gpu:1 -c 1 --wrap 'sleep 300'"
+    first = as_student(m1[0], submit.format(p1)).stdout.strip()
+    second = as_student(m1[1], submit.format(p1)).stdout.strip()
+    other = as_student(m2[0], submit.format(p2)).stdout.strip()
+    try:
+        jobs = wait_for("the jobs to be scheduled",
+                        lambda: (q := squeue()) and q.get(first, ("",))[0] == "RUNNING"
+                        and q.get(other, ("",))[0] == "RUNNING" and q)
+        state, reason, _ = jobs[second]
+        assert state == "PENDING"
+        assert "MaxGRESPerAccount" in reason  # the QOS's per-pair GPU cap
+    finally:
+        docker_exec("ctl", "scancel", first, second, other)
+
+
+def test_a_user_not_on_the_roster_cannot_submit(lab_inventory: Path) -> None:
+    docker_exec("ctl", "useradd", "-M", "stranger")
+    try:
+        r = as_student("stranger", "sbatch --gres=gpu:1 --wrap true", check=False)
+        assert r.returncode != 0
+        assert "Invalid account" in r.stderr
+    finally:
+        docker_exec("ctl", "userdel", "stranger")
+
+
+def test_a_lost_node_is_marked_down_and_comes_back(lab_inventory: Path) -> None:
+    pair, members = pairs_with_members()[0]
+    docker_exec("gpu2", "systemctl", "stop", "slurmd")
+    try:
+        wait_for("gpu2 to be marked down", lambda: "down" in node_state("gpu2"))
+        r = as_student(members[0], f"srun -A {pair} --gres=gpu:1 -c 1 hostname")
+        assert r.stdout.strip() == "gpu1"
+        assert node_state("gpu1") == "idle"
+    finally:
+        docker_exec("gpu2", "systemctl", "start", "slurmd")
+    wait_for("gpu2 to return to idle", lambda: node_state("gpu2") == "idle")
+    assert node_state("gpu1") == "idle"
+
+
+def test_a_controller_restart_keeps_jobs_and_accounting(lab_inventory: Path) -> None:
+    pair, members = pairs_with_members()[1]
+    job = as_student(members[0], f"sbatch --parsable -A {pair} --gres=gpu:1 -c 1 "
+                                 "--wrap 'sleep 300'").stdout.strip()
+    try:
+        wait_for("the job to run", lambda: squeue().get(job, ("",))[0] == "RUNNING")
+        docker_exec("ctl", "systemctl", "restart", "slurmctld")
+        wait_for("the controller to answer", lambda: subprocess.run(
+            ["docker", "exec", f"{LAB_NAME}-ctl", "scontrol", "ping"], capture_output=True,
+            text=True).stdout.count("UP") >= 1)
+        assert squeue()[job][0] == "RUNNING"
+        acct = docker_exec("ctl", "sacct", "-n", "-P", "-X", "-j", job, "-o", "account,user")
+        assert acct.strip() == f"{pair}|{members[0]}"
+    finally:
+        docker_exec("ctl", "scancel", job)
+
+
+def test_verify_slurm(lab_inventory: Path) -> None:
+    ops(lab_inventory, "verify", "slurm")

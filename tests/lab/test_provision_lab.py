@@ -6,6 +6,7 @@ a node lost and back, a controller restart."""
 
 from __future__ import annotations
 
+import shlex
 import subprocess
 import time
 import xml.etree.ElementTree as ET
@@ -207,3 +208,37 @@ def test_a_controller_restart_keeps_jobs_and_accounting(lab_inventory: Path) -> 
 
 def test_verify_slurm(lab_inventory: Path) -> None:
     ops(lab_inventory, "verify", "slurm")
+
+
+def test_course_sbatch_runs_a_command_with_the_course_defaults(lab_inventory: Path) -> None:
+    pair, members = pairs_with_members()[0]
+    user = members[0]
+    r = as_student(user, "cd ~ && course-sbatch --help | head -1 && "
+                         "course-sbatch -J answer python3 -c 'print(6 * 7)'")
+    assert r.stdout.startswith("Usage: course-sbatch")
+    job = r.stdout.split()[-1]
+    out = f"/home/{user}/slurm-*-{job}.out"
+    text = wait_for("the job's output", lambda: as_student(
+        user, f"cat {out} 2>/dev/null || true").stdout.count("done (exit 0)") and
+        as_student(user, f"cat {out}").stdout)
+    assert "\n42\n" in text
+    info = docker_exec("ctl", "sacct", "-n", "-P", "-X", "-j", job, "-o", "account,alloctres")
+    assert info.startswith(f"{pair}|") and "gres/gpu=1" in info and "cpu=2" in info
+
+
+def test_course_jupyter_prints_the_tunnel(lab_inventory: Path) -> None:
+    """With a stand-in `jupyter` (the course image brings the real one): the tool submits,
+    waits for the URL in the job's log, and prints the tunnel and the tokened URL."""
+    pair, members = pairs_with_members()[0]
+    user = members[1]
+    stand_in = ("#!/bin/sh\nport=$(echo \"$@\" | sed 's/.*--port=\\([0-9]*\\).*/\\1/')\n"
+                "echo \"    http://127.0.0.1:$port/lab?token=0123456789abcdef\"\nsleep 300\n")
+    as_student(user, f"mkdir -p ~/bin && printf %s {shlex.quote(stand_in)} > ~/bin/jupyter && "
+                     "chmod +x ~/bin/jupyter")
+    r = as_student(user, "export PATH=$HOME/bin:$PATH; cd ~ && course-jupyter -t 00:10:00")
+    try:
+        assert "ssh -N -L" in r.stdout and f"{user}@ctl" in r.stdout
+        assert "http://localhost:" in r.stdout and "token=0123456789abcdef" in r.stdout
+    finally:
+        docker_exec("ctl", "scancel", "-u", user)
+        as_student(user, "rm -rf ~/bin ~/.course-jupyter-*.log")

@@ -6,6 +6,9 @@ a node lost and back, a controller restart."""
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import shlex
 import subprocess
 import time
@@ -242,3 +245,29 @@ def test_course_jupyter_prints_the_tunnel(lab_inventory: Path) -> None:
     finally:
         docker_exec("ctl", "scancel", "-u", user)
         as_student(user, "rm -rf ~/bin ~/.course-jupyter-*.log")
+
+
+def test_a_student_who_leaves_loses_the_association_not_the_history(
+        lab_inventory: Path) -> None:
+    _pair, members = pairs_with_members()[1]
+    user = members[0]  # ran a job in the controller-restart test
+    assert user in docker_exec("ctl", "sacct", "-n", "-X", "-P", "-a", "-o", "user",
+                               "-S", "2000-01-01")
+    state = (lab_inventory / "state" / "accounts.json").read_text()
+    sid = next(k for k, r in json.loads(state)["students"].items()
+               if r["username"] == user)
+    roster = lab_inventory / "roster.csv"
+    rows = list(csv.DictReader(io.StringIO(roster.read_text("utf-8"))))
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    w.writeheader()
+    w.writerows(r for r in rows if r["student_id"] != sid)
+    roster.write_text(buf.getvalue(), "utf-8")
+    ops(lab_inventory, "-y", "accounts", "sync")
+    assert docker_exec("ctl", "sacctmgr", "-nP", "show", "assoc", f"where user={user}",
+                       "format=account").strip() == ""
+    assert user in docker_exec("ctl", "sacct", "-n", "-X", "-P", "-a", "-o", "user",
+                               "-S", "2000-01-01")  # job history kept
+    r = as_student(user, "sbatch --wrap true", check=False)
+    assert r.returncode != 0  # locked out of Slurm as well
+    ops(lab_inventory, "verify", "slurm")

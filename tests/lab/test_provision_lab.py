@@ -264,7 +264,7 @@ def test_a_student_who_leaves_loses_the_association_not_the_history(
     w.writerows(r for r in rows if r["student_id"] != sid)
     roster.write_text(buf.getvalue(), "utf-8")
     ops(lab_inventory, "-y", "accounts", "sync")
-    assert docker_exec("ctl", "sacctmgr", "-nP", "show", "assoc", f"where user={user}",
+    assert docker_exec("ctl", "sacctmgr", "-nP", "show", "assoc", "where", f"user={user}",
                        "format=account").strip() == ""
     assert user in docker_exec("ctl", "sacct", "-n", "-X", "-P", "-a", "-o", "user",
                                "-S", "2000-01-01")  # job history kept

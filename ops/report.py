@@ -37,10 +37,6 @@ def merge(files: list[Path]) -> ET.ElementTree[ET.Element]:
     return ET.ElementTree(root)
 
 
-def summarise(junit: Path) -> dict[str, HostResult]:
-    return summarise_tree(ET.parse(junit))
-
-
 def summarise_tree(tree: ET.ElementTree[ET.Element]) -> dict[str, HostResult]:
     out: dict[str, HostResult] = defaultdict(HostResult)
     root = tree.getroot()

@@ -270,9 +270,11 @@ def compute(
     host: str,
     want: Desired,
     snap: HostSnapshot,
-    initial_password: Callable[[str], str] = _placeholder,
+    initial_password: Callable[[str], str] | None = None,
 ) -> HostPlan:
-    """``initial_password(user)`` gives the crypt hash of a new password (password login on)."""
+    """``initial_password(user)`` gives the crypt hash of a new password (password login on);
+    without it (a plan that is only shown) a placeholder stands in."""
+    initial_password = initial_password or _placeholder
     out = HostPlan(host)
     gid_owner = snap.gid_owner()
     for name, gid in sorted(want.groups.items(), key=lambda kv: kv[1]):

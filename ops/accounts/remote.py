@@ -25,7 +25,6 @@ from pyinfra.api.facts import get_fact  # noqa: E402
 from pyinfra.api.operation import add_op  # noqa: E402
 from pyinfra.api.operations import run_ops  # noqa: E402
 from pyinfra.context import ctx_host, ctx_state  # noqa: E402
-from pyinfra.facts.server import Command  # noqa: E402
 from pyinfra.operations import server  # noqa: E402
 
 from ops.errors import RemoteError  # noqa: E402
@@ -105,12 +104,6 @@ def read_fact(state: State, fact: Any, per_host_kwargs: dict[str, dict[str, Any]
             )
         out[name] = job.value
     return out
-
-
-def run_command(state: State, host_name: str, command: str) -> str:
-    host = state.inventory.get_host(host_name)
-    result = host.get_fact(Command, command)
-    return str(result or "")
 
 
 def apply(state: State, scripts: dict[str, list[str]], name: str) -> None:

@@ -83,10 +83,7 @@ def plan_for(
     plans = {}
     for h in ctx.hosts:
         want = desired(state, ctx.roster, ctx.cfg, homes=h.name in ctx.home_hosts)
-        if passwords is None:
-            plans[h.name] = compute(h.name, want, snaps[h.name])
-        else:
-            plans[h.name] = compute(h.name, want, snaps[h.name], passwords)
+        plans[h.name] = compute(h.name, want, snaps[h.name], passwords)
     slurm_snap = snaps[ctx.slurm_host].slurm if ctx.slurm_host else None
     if slurm_snap is not None:  # Slurm runs: its associations follow the roster too
         assert ctx.slurm_host is not None

@@ -39,7 +39,7 @@ import docker.errors
 import requests.exceptions
 import yaml
 
-from ops import REPO_ROOT
+from ops import REPO_ROOT, tls
 from ops.errors import EngineError, InputError, OpsError, RemoteError
 
 _LOG = logging.getLogger(__name__)
@@ -92,10 +92,13 @@ _ENGINE_HINT = (
 class LabNode:
     name: str
     groups: tuple[str, ...]
+    #: Service ports published on 127.0.0.1 besides SSH (recorded as ``lab_ports``).
+    publish: tuple[int, ...] = ()
 
 
 NODES: tuple[LabNode, ...] = (
-    LabNode("ctl", ("slurm_controller", "web", "registry")),
+    # 80/443: the website (nginx); 5000: the course image registry.
+    LabNode("ctl", ("slurm_controller", "web", "registry"), publish=(80, 443, 5000)),
     LabNode("gpu1", ("gpu_servers",)),
     LabNode("gpu2", ("gpu_servers",)),
 )
@@ -169,8 +172,17 @@ def hosts_path(inventory_dir: Path) -> Path:
     return Path(inventory_dir) / "hosts.yml"
 
 
-def render_hosts(lab: str, key: Path, ports: Mapping[str, int]) -> str:
-    """The Ansible YAML inventory of the lab; each host's vars given in its first group."""
+def render_hosts(
+    lab: str,
+    key: Path,
+    ports: Mapping[str, int],
+    published: Mapping[str, Mapping[int, int]] | None = None,
+) -> str:
+    """The Ansible YAML inventory of the lab; each host's vars given in its first group.
+
+    ``published`` maps a node to its service ports (container port -> 127.0.0.1 port),
+    written as the host var ``lab_ports``.
+    """
     lines = [
         f"{HOSTS_HEADER} for lab {lab}; regenerated on every run, do not edit.",
         "all:",
@@ -192,8 +204,17 @@ def render_hosts(lab: str, key: Path, ports: Mapping[str, int]) -> str:
             else:
                 described.add(node.name)
                 port = int(ports[node.name])
+                extra = (published or {}).get(node.name)
+                lab_ports = (
+                    ", lab_ports: {"
+                    + ", ".join(f"{k}: {int(v)}" for k, v in sorted(extra.items()))
+                    + "}"
+                    if extra
+                    else ""
+                )
                 lines.append(
-                    f"        {node.name}: {{ansible_host: 127.0.0.1, ansible_port: {port}}}"
+                    f"        {node.name}: {{ansible_host: 127.0.0.1, ansible_port: {port}"
+                    f"{lab_ports}}}"
                 )
     return "\n".join(lines) + "\n"
 
@@ -240,6 +261,18 @@ def ensure_key(inventory_dir: Path, log: Log = _LOG.info) -> Path:
         pub.write_text(f"{' '.join(public.split()[:2])} {_KEY_COMMENT}\n", encoding="utf-8")
     key.chmod(0o600)
     return key
+
+
+def tls_dir(inventory_dir: Path) -> Path:
+    """Where the lab's CA and server certificate live (see :mod:`ops.tls`)."""
+    return key_path(inventory_dir).parent / "tls"
+
+
+def ensure_tls(inventory_dir: Path, lab: str, log: Log = _LOG.info) -> tls.TlsFiles:
+    """The lab CA and the certificate of the node that serves the website and registry."""
+    served = next(n for n in NODES if n.publish)
+    names = [served.name, f"{lab}-{served.name}", "localhost", "127.0.0.1"]
+    return tls.ensure(tls_dir(inventory_dir), names, label=f"course-ops lab {lab}", log=log)
 
 
 def _pub(key: Path) -> Path:
@@ -381,7 +414,9 @@ def container_spec(lab: str, node: LabNode, image: str) -> dict[str, Any]:
             "/run": "rw,nosuid,nodev,exec,mode=755,size=64m",
             "/run/lock": "rw,nosuid,nodev,noexec,size=5m",
         },
-        "ports": {"22/tcp": ("127.0.0.1", None)},
+        "ports": {
+            f"{port}/tcp": ("127.0.0.1", None) for port in (22, *node.publish)
+        },
         "detach": True,
     }
 
@@ -455,8 +490,11 @@ def authorized_keys_with(current: str, public_key: str) -> str | None:
     return "\n".join([*kept, public_key]) + "\n"
 
 
-def _port(container: Any) -> int | None:
-    bindings = (container.attrs.get("NetworkSettings", {}).get("Ports") or {}).get("22/tcp")
+def _port(container: Any, port: int = 22) -> int | None:
+    """The 127.0.0.1 port that ``port`` of the container is published on."""
+    bindings = (container.attrs.get("NetworkSettings", {}).get("Ports") or {}).get(
+        f"{port}/tcp"
+    )
     for binding in bindings or []:
         if binding.get("HostPort"):
             return int(binding["HostPort"])
@@ -787,9 +825,30 @@ def up(inventory_dir: Path, *, log: Log = _LOG.info) -> list[NodeStatus]:
             _ensure_node(client, lab, node, containers[node.name], public_key, log)
         statuses = _wait_ready(client, lab, key, log, quiet=already)
     ports = {s.name: s.port for s in statuses if s.port is not None}
-    if _write_if_changed(hosts_path(inventory_dir), render_hosts(lab, key, ports)):
+    published = _published(client, lab)
+    ensure_tls(inventory_dir, lab, log)
+    if _write_if_changed(hosts_path(inventory_dir), render_hosts(lab, key, ports, published)):
         log(f"wrote {hosts_path(inventory_dir)}")
     return statuses
+
+
+def _published(client: Any, lab: str) -> dict[str, dict[int, int]]:
+    """Each node's published service ports: container port -> 127.0.0.1 port."""
+    published: dict[str, dict[int, int]] = {}
+    with _docker(f"reading the published ports of lab {lab}"):
+        for node in NODES:
+            if not node.publish:
+                continue
+            container = client.containers.get(_container_name(lab, node))
+            found = {p: _port(container, p) for p in node.publish}
+            missing = [str(p) for p, host_port in found.items() if host_port is None]
+            if missing:
+                raise RemoteError(
+                    f"{container.name} does not publish port(s) {', '.join(missing)}",
+                    hint="it was made by an older course-ops: `ops lab down`, then `ops lab up`",
+                )
+            published[node.name] = {p: int(h) for p, h in found.items() if h is not None}
+    return published
 
 
 def _ensure_node(

@@ -60,6 +60,25 @@ def test_hosts_port_of_each_node(hosts: dict, node: str) -> None:
     assert described == [{"ansible_host": "127.0.0.1", "ansible_port": PORTS[node]}]
 
 
+def test_hosts_published_ports_are_host_vars() -> None:
+    text = lab.render_hosts(
+        "demo-lab", Path("/k/id_ed25519"), PORTS, {"ctl": {443: 40001, 80: 40000}}
+    )
+    ctl = yaml.safe_load(text)["all"]["children"]["slurm_controller"]["hosts"]["ctl"]
+    assert ctl == {
+        "ansible_host": "127.0.0.1",
+        "ansible_port": PORTS["ctl"],
+        "lab_ports": {80: 40000, 443: 40001},
+    }
+
+
+def test_ctl_publishes_web_and_registry_ports() -> None:
+    spec = lab.container_spec("demo-lab", lab.NODES[0], "img:tag")
+    assert spec["ports"] == {
+        f"{p}/tcp": ("127.0.0.1", None) for p in (22, 80, 443, 5000)
+    }
+
+
 def test_hosts_vars_given_once_then_empty(hosts: dict) -> None:
     assert hosts["all"]["children"]["web"]["hosts"]["ctl"] == {}
     assert hosts["all"]["children"]["registry"]["hosts"]["ctl"] == {}

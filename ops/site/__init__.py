@@ -1,0 +1,241 @@
+"""The course website: build (Jekyll in a local builder image), check, deploy, roll back.
+
+``ops site build`` checks ``_config.yml``, runs ``jekyll build`` in the builder image
+(ops/site/builder.py) and then every internal link (ops/site/links.py). ``ops site deploy``
+builds, then uploads a release to every ``web`` host and switches its ``current`` link
+(ops/site/deploy.py); a build whose content hash equals the live release's is not uploaded
+("up to date"). Settings come from the inventory's ``website_*`` variables, with role
+``website``'s defaults (roles/website/defaults/main.yml) where unset.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ops import REPO_ROOT
+from ops import inventory as inv_mod
+from ops.errors import InputError, OpsError, UsageError
+from ops.site import builder, deploy, links, releases, source
+
+_LOG = logging.getLogger(__name__)
+Log = Callable[[str], None]
+ROLE_DEFAULTS = REPO_ROOT / "roles" / "website" / "defaults" / "main.yml"
+SEMESTER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,39}$")
+
+
+@dataclass
+class Built:
+    out: Path
+    config: source.SiteConfig
+    baseurl: str
+    hash: str
+    seconds: float
+
+
+@dataclass
+class Settings:
+    source: Path
+    root: str
+    baseurl: str
+    keep: int
+    hosts: list[inv_mod.Host]
+
+
+@dataclass
+class HostResult:
+    host: str
+    release: str
+    action: str  # deployed | up to date | rolled back | archived
+    pruned: list[str]
+    seconds: float
+
+
+def build(src: Path, out: Path, *, baseurl: str | None = None, ca_bundle: Path | None = None,
+          log: Log = _LOG.info) -> Built:
+    """Check the source, build it into ``out`` (emptied), check every internal link."""
+    from ops import lab
+
+    started = time.monotonic()
+    cfg = source.load(src)
+    base = baseurl or cfg.baseurl
+    client = lab._client()
+    image = builder.ensure_image(client, ca_bundle=ca_bundle, log=log)
+    log(f"building {cfg.source} (baseurl {base})")
+    builder.run_jekyll(client, image, cfg.source, out, baseurl=base)
+    problems = links.check(out, base)
+    if problems:
+        for p in problems:
+            log(f"broken link: {p}")
+        first = problems[0]
+        more = f" (and {len(problems) - 1} more, listed above)" if len(problems) > 1 else ""
+        raise OpsError(f"broken link on {first.page}: {first.link} ({first.reason}){more}",
+                       hint=f"fix the link in {cfg.source}; every internal link goes through "
+                       "relative_url")
+    return Built(out, cfg, base, releases.content_hash(out), time.monotonic() - started)
+
+
+def role_defaults() -> dict[str, Any]:
+    return yaml.safe_load(ROLE_DEFAULTS.read_text(encoding="utf-8")) or {}
+
+
+def _var_line(inventory_dir: Path, key: str) -> tuple[Path, int | None]:
+    gv = inventory_dir / "group_vars"
+    for path in [gv / "all.yml", gv / "web.yml", *sorted(gv.glob("*/*.yml"))]:
+        if path.is_file():
+            for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+                if line.startswith(f"{key}:"):
+                    return path, n
+    return gv / "all.yml", None
+
+
+def resolve_source(inventory_dir: Path, value: str) -> Path:
+    """``website_source``: absolute, else relative to the inventory, else to the checkout."""
+    p = Path(value)
+    if p.is_absolute():
+        return p
+    for base in (inventory_dir, REPO_ROOT):
+        if (base / p).is_dir():
+            return (base / p).resolve()
+    return (inventory_dir / p).resolve()
+
+
+def settings(inventory_dir: Path, src: Path | None = None, keep: int | None = None) -> Settings:
+    """The web hosts and ``website_*`` settings, checked (file:line) before any host."""
+    inv = inv_mod.load(inventory_dir)
+    hosts = inv.hosts_in("web")
+    if not hosts:
+        raise UsageError(f"{inv.hosts_file}: no host in group web",
+                         hint="add the web server(s) to the web group")
+    defaults = role_defaults()
+    merged = {**defaults, **{k: v for k, v in hosts[0].vars.items() if k.startswith("website_")}}
+
+    def where(key: str) -> tuple[Path, int | None]:
+        return _var_line(inv.dir, key)
+
+    if src is None:
+        value = merged.get("website_source") or ""
+        if not value:
+            path, line = where("website_source")
+            raise UsageError(f"{path}: website_source is not set",
+                             hint="pass the site's directory, or set website_source "
+                             "(see inventory/example/group_vars/all.yml)")
+        src = resolve_source(inv.dir, str(value))
+    root = merged.get("website_root")
+    if not isinstance(root, str) or not root.startswith("/") or root.rstrip("/") in ("", "/"):
+        path, line = where("website_root")
+        raise InputError(path, line, f"website_root {root!r} must be an absolute directory",
+                         hint="e.g. /srv/course-website")
+    raw_keep = keep if keep is not None else merged.get("website_keep_releases")
+    if isinstance(raw_keep, bool) or not isinstance(raw_keep, int) or raw_keep < 2:
+        if keep is not None:
+            raise UsageError(f"--keep {keep}: keep at least 2 releases",
+                             hint="the current one and the one a rollback goes back to")
+        path, line = where("website_keep_releases")
+        raise InputError(path, line, f"website_keep_releases {raw_keep!r} must be a whole "
+                         "number of at least 2", hint="the current and the previous release "
+                         "are always kept; the default is 5")
+    baseurl = merged.get("website_baseurl")
+    path, line = where("website_baseurl")
+    source.check_baseurl(baseurl, path, line)
+    return Settings(Path(src), root.rstrip("/"), str(baseurl), raw_keep, hosts)
+
+
+def _check_same_baseurl(s: Settings, cfg: source.SiteConfig, inventory_dir: Path) -> None:
+    if cfg.baseurl != s.baseurl:
+        path, line = _var_line(inventory_dir, "website_baseurl")
+        where = f"{path}:{line}" if line else str(path)
+        raise InputError(cfg.config_file, _config_line(cfg.config_file, "baseurl"),
+                         f"baseurl {cfg.baseurl!r} differs from website_baseurl "
+                         f"{s.baseurl!r} ({where})",
+                         hint="make them agree (nginx serves website_baseurl)")
+
+
+def _config_line(path: Path, key: str) -> int | None:
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.startswith(f"{key}:"):
+            return n
+    return None
+
+
+def deploy_site(inventory_dir: Path, src: Path | None = None, *, keep: int | None = None,
+                force: bool = False, ca_bundle: Path | None = None,
+                log: Log = _LOG.info) -> tuple[Built, list[HostResult]]:
+    """Build, then on every web host: upload a release and switch ``current`` to it, unless
+    the live release has the same content (``force`` uploads anyway); prune old releases."""
+    s = settings(inventory_dir, src, keep)
+    cfg = source.load(s.source)
+    _check_same_baseurl(s, cfg, inv_mod.load(inventory_dir).dir)
+    results: list[HostResult] = []
+    with tempfile.TemporaryDirectory(prefix="ops-site-") as tmp:
+        built = build(s.source, Path(tmp) / "site", ca_bundle=ca_bundle, log=log)
+        name = releases.release_name(s.source)
+        (built.out / releases.MARKER).write_text(f"name={name}\nhash={built.hash}\n")
+        data: bytes | None = None
+        for host in s.hosts:
+            t0 = time.monotonic()
+            st = deploy.state(host, s.root)
+            if st.hash == built.hash and not force:
+                log(f"{host.name}: up to date (release {st.current})")
+                results.append(HostResult(host.name, st.current or "", "up to date", [],
+                                          time.monotonic() - t0))
+                continue
+            if data is None:
+                data = deploy.tarball(built.out)
+            prune = releases.to_prune([*st.releases, name], s.keep, name, st.current)
+            log(f"{host.name}: uploading release {name} ({len(data) // 1024} KiB)")
+            pruned = deploy.upload(host, s.root, name, data, prune)
+            results.append(HostResult(host.name, name, "deployed", pruned,
+                                      time.monotonic() - t0))
+    return built, results
+
+
+def rollback(inventory_dir: Path, *, log: Log = _LOG.info) -> list[HostResult]:
+    """Switch every web host's ``current`` back to the release before it."""
+    s = settings(inventory_dir, Path("."))
+    plans: list[tuple[inv_mod.Host, str]] = []
+    for host in s.hosts:  # every host can roll back, or none is touched
+        st = deploy.state(host, s.root)
+        prev = releases.previous_of(st.releases, st.current)
+        if prev is None:
+            raise OpsError(f"{host.name}: no release before {st.current or '(none)'} to roll "
+                           "back to", hint="deploy a release first; nothing was changed")
+        plans.append((host, prev))
+    results = []
+    for host, prev in plans:
+        t0 = time.monotonic()
+        deploy.switch(host, s.root, prev)
+        log(f"{host.name}: current -> {prev}")
+        results.append(HostResult(host.name, prev, "rolled back", [], time.monotonic() - t0))
+    return results
+
+
+def archive(inventory_dir: Path, semester: str, src: Path | None = None, *,
+            ca_bundle: Path | None = None, log: Log = _LOG.info) -> list[HostResult]:
+    """Build the site with baseurl ``<baseurl>/semesters/<id>`` and publish it there."""
+    if not SEMESTER_RE.match(semester):
+        raise UsageError(f"semester {semester!r} is not a plain name",
+                         hint="use letters, digits, '.', '_' or '-' (e.g. 2026-winter)")
+    s = settings(inventory_dir, src)
+    cfg = source.load(s.source)
+    _check_same_baseurl(s, cfg, inv_mod.load(inventory_dir).dir)
+    base = f"{s.baseurl}/semesters/{semester}"
+    results = []
+    with tempfile.TemporaryDirectory(prefix="ops-site-") as tmp:
+        built = build(s.source, Path(tmp) / "site", baseurl=base, ca_bundle=ca_bundle, log=log)
+        data = deploy.tarball(built.out)
+        for host in s.hosts:
+            t0 = time.monotonic()
+            deploy.archive(host, s.root, semester, built.hash[:12], data)
+            log(f"{host.name}: archived at {base}/")
+            results.append(HostResult(host.name, semester, "archived", [],
+                                      time.monotonic() - t0))
+    return results

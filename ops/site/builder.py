@@ -1,0 +1,223 @@
+"""The site builder image (Debian's jekyll on the lab's base image) and `jekyll build` in it.
+
+Staff need no Ruby: the image is made locally from ``images/site-builder/Dockerfile.j2``
+with the Docker SDK, ``FROM`` the lab's debootstrap base image (no registry is pulled), and
+tagged by the hash of what goes into it; an existing tag is reused. The build runs as the
+caller's uid:gid with the source bind-mounted read-only and the output directory bound
+read-write. Jekyll's errors are turned into one line naming the file and line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+import re
+import shutil
+import tarfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from ops import REPO_ROOT
+from ops.errors import InputError, OpsError
+
+_LOG = logging.getLogger(__name__)
+Log = Callable[[str], None]
+IMAGE_DIR = REPO_ROOT / "images" / "site-builder"
+IMAGE_REPOSITORY = "course-ops/site-builder"
+BUILD_TIMEOUT = 300
+
+
+def _packages(image_dir: Path) -> list[str]:
+    lines = (image_dir / "packages.txt").read_text(encoding="utf-8").splitlines()
+    return [ln.split("#", 1)[0].strip() for ln in lines if ln.split("#", 1)[0].strip()]
+
+
+def render_dockerfile(base_image: str, *, ca_bundle: bool = False,
+                      image_dir: Path = IMAGE_DIR) -> str:
+    template = jinja2.Template((image_dir / "Dockerfile.j2").read_text(encoding="utf-8"),
+                               undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    return template.render(base_image=base_image, ca_bundle=ca_bundle,
+                           packages=_packages(image_dir))
+
+
+def image_tag(base_image: str, ca_bundle: bytes | None = None,
+              image_dir: Path = IMAGE_DIR) -> str:
+    """``course-ops/site-builder:<12 hex>``: the Dockerfile as rendered, and the CA bundle."""
+    digest = hashlib.sha256(render_dockerfile(base_image, ca_bundle=bool(ca_bundle),
+                                              image_dir=image_dir).encode())
+    digest.update(ca_bundle or b"")
+    return f"{IMAGE_REPOSITORY}:{digest.hexdigest()[:12]}"
+
+
+def ca_bundle_bytes(path: Path | None) -> bytes | None:
+    path = path or (Path(os.environ["OPS_CA_BUNDLE"]) if os.environ.get("OPS_CA_BUNDLE")
+                    else None)
+    if path is None:
+        return None
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise InputError(path, None, f"cannot read the CA bundle: {exc.strerror}",
+                         hint="pass a PEM file to --ca-bundle (or OPS_CA_BUNDLE)") from None
+
+
+def ensure_image(client: Any, *, ca_bundle: Path | None = None, log: Log = _LOG.info) -> str:
+    """The builder image's tag, building it (a few minutes, once) unless it exists."""
+    from ops import lab
+
+    base = lab.ensure_base_image(client, log=log)
+    bundle = ca_bundle_bytes(ca_bundle)
+    tag = image_tag(base, bundle)
+    with lab._docker(f"looking for image {tag}"):
+        if lab._get(client.images, tag) is not None:
+            return tag
+    log(f"building the site builder image {tag} (Debian's jekyll; a few minutes, once)")
+    started = time.monotonic()
+    dockerfile = render_dockerfile(base, ca_bundle=bundle is not None).encode()
+    context = io.BytesIO()
+    with tarfile.open(fileobj=context, mode="w") as tar:
+        for name, data in (("Dockerfile", dockerfile), ("ca-bundle.crt", bundle)):
+            if data is None:
+                continue
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), 0o644
+            tar.addfile(info, io.BytesIO(data))
+    context.seek(0)
+    with lab._docker(f"building {tag}"):
+        try:
+            client.images.build(fileobj=context, custom_context=True, tag=tag, rm=True,
+                                forcerm=True, pull=False, labels={lab.IMAGE_LABEL: "site-builder"})
+        except Exception as exc:  # BuildError carries the log; keep its last line
+            build_log = getattr(exc, "build_log", None) or []
+            lines = [str(c.get("stream", c.get("error", ""))).strip() for c in build_log]
+            last = next((ln for ln in reversed(lines) if ln), str(exc))
+            raise OpsError(f"building the site builder image failed: {last}",
+                           hint="is Debian's mirror reachable from containers? "
+                           "(--ca-bundle for an intercepting proxy)") from None
+    log(f"built {tag} in {time.monotonic() - started:.0f} s")
+    return tag
+
+
+# ----------------------------------------------------------------------------- errors
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+#: "Liquid Exception: Liquid syntax error (line 6): Unknown tag 'bogus' in info.md"
+_LIQUID = re.compile(r"Liquid Exception:\s*(?:Liquid (?:syntax )?error\s*)?"
+                     r"(?:\(line (?P<line>\d+)\))?:?\s*(?P<msg>.*?)\s+in\s+(?P<file>\S+)\s*$")
+#: "YAML Exception reading /src/x.md: (<unknown>): found ... at line 2 column 8"
+_YAML = re.compile(r"YAML Exception reading\s+(?P<file>\S+?):\s*(?:\(<unknown>\):\s*)?"
+                   r"(?P<msg>.*?)(?:\s+at line (?P<line>\d+)(?: column \d+)?)?\s*$")
+#: _config.yml: Psych's own line, "psych.rb:455:in `parse': (<unknown>): MSG at line N ..."
+_PSYCH = re.compile(r"\(<unknown>\):\s*(?P<msg>.*?)\s+at line (?P<line>\d+)")
+_GENERIC = re.compile(r"^(?:\S+\s+)?Error:\s*(?P<msg>.+)$")
+
+
+def _local(file: str, source: Path) -> Path:
+    """Jekyll's path (under /src in the container, or relative to the source) here."""
+    p = file.strip().strip("'\"").rstrip(":")
+    if p.startswith("/src/"):
+        p = p[len("/src/"):]
+    return source / p.lstrip("/")
+
+
+def front_matter_lines(path: Path) -> int:
+    """Lines the front matter takes (Liquid counts lines from the end of it)."""
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return 0
+    if not lines or lines[0].rstrip() != "---":
+        return 0
+    for i, line in enumerate(lines[1:], start=2):
+        if line.rstrip() in ("---", "..."):
+            return i
+    return 0
+
+
+def parse_errors(output: str, source: Path) -> InputError | OpsError | None:
+    """Jekyll's output -> one error naming the file and line (None: no error in it).
+
+    Jekyll skips a page whose front matter is not YAML and still exits 0: that is an error
+    here too.
+    """
+    lines = [_ANSI.sub("", ln).strip() for ln in output.replace("\r", "").splitlines()]
+    lines = [ln for ln in lines if ln]
+    for ln in lines:
+        m = _LIQUID.search(ln)
+        if m:
+            where = _local(m["file"], source)
+            line = int(m["line"]) + front_matter_lines(where) if m["line"] else None
+            return InputError(where, line, f"Liquid error: {m['msg']}",
+                              hint="fix the tag, filter or variable there")
+    for ln in lines:
+        m = _YAML.search(ln)
+        if m:
+            where = _local(m["file"], source)
+            return InputError(where, int(m["line"]) if m["line"] else None,
+                              f"front matter is not valid YAML: {m['msg'].rstrip(',')}",
+                              hint="fix the indentation or quoting between the --- lines")
+    if any("read_config_file" in ln or "Psych::SyntaxError" in ln for ln in lines):
+        for ln in lines:
+            m = _PSYCH.search(ln)
+            if m:
+                return InputError(source / "_config.yml", int(m["line"]),
+                                  f"not valid YAML: {m['msg']}",
+                                  hint="fix the indentation or quoting there")
+    for ln in lines:
+        m = _GENERIC.match(ln)
+        if m:
+            return OpsError(f"jekyll failed: {m['msg']}", hint=f"in {source}; run with -v")
+    return None
+
+
+# ----------------------------------------------------------------------------- build
+
+def jekyll_argv(baseurl: str | None) -> list[str]:
+    argv = ["build", "--source", "/src", "--destination", "/out", "--disable-disk-cache"]
+    if baseurl is not None:
+        argv += ["--baseurl", baseurl]
+    return argv
+
+
+def run_jekyll(client: Any, image: str, source: Path, out: Path, *,
+               baseurl: str | None = None) -> str:
+    """``jekyll build`` in the builder; ``out`` is emptied first. Returns jekyll's output."""
+    from ops import lab
+
+    source, out = source.resolve(), out.resolve()
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    user = f"{os.getuid()}:{os.getgid()}"
+    argv = jekyll_argv(baseurl)
+    _LOG.info("$ docker run --rm --user %s -v %s:/src:ro -v %s:/out %s jekyll %s",
+              user, source, out, image, " ".join(argv))
+    with lab._docker("running jekyll"):
+        container = client.containers.create(
+            image, argv, user=user, network_disabled=True, working_dir="/tmp",
+            volumes={str(source): {"bind": "/src", "mode": "ro"},
+                     str(out): {"bind": "/out", "mode": "rw"}},
+            labels={lab.IMAGE_LABEL: "site-builder"})
+    try:
+        with lab._docker("running jekyll"):
+            container.start()
+            result = container.wait(timeout=BUILD_TIMEOUT)
+            logs = container.logs(stdout=True, stderr=True).decode("utf-8", "replace")
+    finally:
+        with lab._docker("removing the jekyll container"):
+            container.remove(force=True)
+    _LOG.debug("jekyll said:\n%s", logs)
+    problem = parse_errors(logs, source)
+    if problem is not None:
+        raise problem
+    if result.get("StatusCode", 1) != 0:
+        tail = [ln for ln in _ANSI.sub("", logs).splitlines() if ln.strip()]
+        raise OpsError(f"jekyll failed: {tail[-1].strip() if tail else '(no output)'}",
+                       hint=f"in {source}; run with -vv to see all it said")
+    return logs

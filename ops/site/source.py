@@ -1,0 +1,116 @@
+"""The site source: its ``_config.yml`` and data files, read with line numbers.
+
+Checked before Jekyll runs, so that a wrong ``baseurl`` names its line and nothing is built
+or deployed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ops.errors import InputError
+
+
+@dataclass
+class SiteConfig:
+    source: Path
+    title: str
+    baseurl: str
+    staff: list[str]
+
+    @property
+    def config_file(self) -> Path:
+        return self.source / "_config.yml"
+
+
+def _compose(path: Path) -> yaml.Node | None:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(path, None, "no such file",
+                         hint="pass the Jekyll site's directory (it holds _config.yml)") from None
+    except UnicodeDecodeError:
+        raise InputError(path, None, "not UTF-8 text") from None
+    try:
+        return yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        raise InputError(path, mark.line + 1 if mark else None,
+                         f"not valid YAML: {exc.problem}",
+                         hint="fix the indentation or quoting there") from None
+    except yaml.YAMLError as exc:
+        raise InputError(path, None, f"not readable as YAML: {exc}") from None
+
+
+def _top(path: Path) -> dict[str, tuple[int, Any]]:
+    """A YAML mapping file's keys -> (line, value)."""
+    node = _compose(path)
+    if node is None:
+        return {}
+    if not isinstance(node, yaml.MappingNode):
+        raise InputError(path, node.start_mark.line + 1, "must be a mapping of settings")
+    out: dict[str, tuple[int, Any]] = {}
+    for k, v in node.value:
+        out[str(k.value)] = (k.start_mark.line + 1,
+                             yaml.SafeLoader(yaml.serialize(v)).get_single_data())
+    return out
+
+
+def check_baseurl(baseurl: Any, path: Path, line: int | None) -> str:
+    """``/name`` (or ``/a/b``): starts with a slash, no slash at the end, no host, no space."""
+    hint = 'write it as baseurl: "/cs236781" (a leading slash, none at the end)'
+    if not isinstance(baseurl, str) or not baseurl:
+        raise InputError(path, line, f"baseurl must be a path such as /cs236781, not "
+                         f"{baseurl!r}", hint=hint)
+    if not baseurl.startswith("/") or baseurl.startswith("//"):
+        raise InputError(path, line, f"baseurl {baseurl!r} does not start with a slash",
+                         hint=hint)
+    if baseurl.endswith("/"):
+        raise InputError(path, line, f"baseurl {baseurl!r} ends with a slash", hint=hint)
+    if any(c.isspace() or c in "?#\"'<>\\" for c in baseurl) or "/../" in baseurl + "/":
+        raise InputError(path, line, f"baseurl {baseurl!r} is not a plain URL path", hint=hint)
+    return baseurl
+
+
+def load(source: Path) -> SiteConfig:
+    source = source.resolve()
+    if not source.is_dir():
+        raise InputError(source, None, "no such site directory",
+                         hint="pass the Jekyll site's directory (it holds _config.yml)")
+    cfg_file = source / "_config.yml"
+    top = _top(cfg_file)
+    if "baseurl" not in top:
+        raise InputError(cfg_file, None, "baseurl is not set",
+                         hint='add baseurl: "/cs236781" (where the site lives on the server)')
+    line, baseurl = top["baseurl"]
+    check_baseurl(baseurl, cfg_file, line)
+    title_line, title = top.get("title", (None, None))
+    if not isinstance(title, str) or not title.strip():
+        raise InputError(cfg_file, title_line, "title is not set",
+                         hint="add title: \"<the course's name>\"")
+    return SiteConfig(source, title.strip(), baseurl, staff_names(source))
+
+
+def staff_names(source: Path) -> list[str]:
+    """The names in ``_data/authors.yml`` (a list of mappings with ``name``)."""
+    path = source / "_data" / "authors.yml"
+    if not path.is_file():
+        return []
+    node = _compose(path)
+    if node is None:
+        return []
+    if not isinstance(node, yaml.SequenceNode):
+        raise InputError(path, node.start_mark.line + 1,
+                         "must be a list of staff members (- name: ...)")
+    names = []
+    for item in node.value:
+        data = yaml.SafeLoader(yaml.serialize(item)).get_single_data()
+        if not isinstance(data, dict) or not str(data.get("name") or "").strip():
+            raise InputError(path, item.start_mark.line + 1, "a staff member without a name",
+                             hint="give every entry a name: field")
+        names.append(str(data["name"]).strip())
+    return names

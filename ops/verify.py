@@ -20,6 +20,7 @@ SPEC_GROUPS: dict[str, tuple[str, ...]] = {
     "gpu_servers": ("gpu_servers",),
     "slurm": ("slurm_controller", "gpu_servers"),
     "slurm_accounting": ("slurm_controller",),
+    "website": ("web",),
 }
 #: area (what `ops verify AREA` takes) -> its specs
 AREAS: dict[str, tuple[str, ...]] = {
@@ -28,6 +29,7 @@ AREAS: dict[str, tuple[str, ...]] = {
     "gpu": ("gpu",),
     "gpu_servers": ("gpu_servers",),
     "slurm": ("slurm", "slurm_accounting"),
+    "website": ("website",),
 }
 
 

@@ -149,6 +149,18 @@ def settings(inventory_dir: Path, src: Path | None = None, keep: int | None = No
     return Settings(Path(src), root.rstrip("/"), str(baseurl), raw_keep, hosts)
 
 
+def provision_wanted(inventory_dir: Path) -> bool:
+    """Does ``ops provision`` deploy the site? Yes when there are web hosts and
+    ``website_source`` is set; then every input is checked here, before any host."""
+    inv = inv_mod.load(inventory_dir)
+    hosts = inv.hosts_in("web")
+    if not hosts or not hosts[0].vars.get("website_source"):
+        return False
+    s = settings(inventory_dir)
+    _check_same_baseurl(s, source.load(s.source), inv.dir)
+    return True
+
+
 def _check_same_baseurl(s: Settings, cfg: source.SiteConfig, inventory_dir: Path) -> None:
     if cfg.baseurl != s.baseurl:
         path, line = _var_line(inventory_dir, "website_baseurl")

@@ -1,0 +1,180 @@
+"""The course website on the web hosts (role website + `ops site deploy`).
+
+`ops verify website` runs this against the inventory's `web` group. What the site must say
+comes from the inventory (website_* variables, role website's defaults where unset) and
+from the site source it names (`_config.yml`: title, baseurl; `_data/authors.yml`: staff).
+Requests are made on the web host itself, to its own nginx.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+SECURITY_HEADERS = [
+    "strict-transport-security",
+    "x-content-type-options",
+    "x-frame-options",
+    "referrer-policy",
+    "content-security-policy",
+]
+
+
+@dataclass
+class Site:
+    title: str
+    baseurl: str
+    staff: list[str]
+    root: str
+    keep: int
+    key: str
+
+
+def _site(config: pytest.Config) -> Site:
+    cached = getattr(config, "_ops_site", None)
+    if cached is not None:
+        return cached
+    from ops import site as site_mod
+    from ops.errors import OpsError
+    from ops.inventory import load_vars_only
+
+    inv = Path(config.getoption("--ops-inventory"))
+    try:
+        merged = {**site_mod.role_defaults(), **load_vars_only(inv)}
+        if not merged.get("website_source"):
+            raise OpsError(f"{inv}/group_vars: website_source is not set",
+                           hint="the spec reads the title and staff from the site source")
+        cfg = site_mod.source.load(site_mod.resolve_source(inv.resolve(),
+                                                           str(merged["website_source"])))
+    except OpsError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    site = Site(cfg.title, cfg.baseurl, cfg.staff, str(merged["website_root"]).rstrip("/"),
+                int(merged["website_keep_releases"]), str(merged["website_tls_certificate_key"]))
+    config._ops_site = site  # type: ignore[attr-defined]
+    return site
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "staff_name" in metafunc.fixturenames:
+        names = _site(metafunc.config).staff
+        metafunc.parametrize("staff_name", names, ids=names)
+
+
+@pytest.fixture(scope="module")
+def site(pytestconfig: pytest.Config) -> Site:
+    return _site(pytestconfig)
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict[str, str]
+    body: str
+
+
+def get(host, url: str) -> Response:  # noqa: ANN001
+    """GET ``url`` on the host itself (-k: the name may not match localhost)."""
+    cmd = host.run(f"curl -sk --max-time 10 -D - {shlex.quote(url)}")
+    assert cmd.rc == 0, f"curl {url}: exit {cmd.rc}: {cmd.stderr}"
+    head, _, body = cmd.stdout.replace("\r\n", "\n").partition("\n\n")
+    lines = head.splitlines()
+    status = int(lines[0].split()[1])
+    headers = {}
+    for line in lines[1:]:
+        k, _, v = line.partition(":")
+        headers[k.strip().lower()] = v.strip()
+    return Response(status, headers, body)
+
+
+def test_nginx_is_installed(host) -> None:  # noqa: ANN001
+    assert host.package("nginx").is_installed
+
+
+def test_nginx_is_running_and_enabled(host) -> None:  # noqa: ANN001
+    nginx = host.service("nginx")
+    assert nginx.is_running
+    assert nginx.is_enabled
+
+
+@pytest.mark.parametrize("port", [80, 443])
+def test_nginx_listens(host, port: int) -> None:  # noqa: ANN001
+    assert host.socket(f"tcp://0.0.0.0:{port}").is_listening
+
+
+def test_http_redirects_to_https(host, site: Site) -> None:  # noqa: ANN001
+    r = get(host, f"http://localhost{site.baseurl}/info/")
+    assert r.status == 301
+    assert r.headers.get("location", "").startswith("https://")
+
+
+def test_info_page_answers_with_the_course_title(host, site: Site) -> None:  # noqa: ANN001
+    r = get(host, f"https://localhost{site.baseurl}/info/")
+    assert r.status == 200
+    assert site.title in r.body
+
+
+def test_info_page_names_the_staff(host, site: Site, staff_name: str) -> None:  # noqa: ANN001
+    r = get(host, f"https://localhost{site.baseurl}/info/")
+    assert r.status == 200
+    assert staff_name in r.body
+
+
+def test_info_page_has_the_syllabus(host, site: Site) -> None:  # noqa: ANN001
+    body = get(host, f"https://localhost{site.baseurl}/info/").body
+    assert 'id="syllabus"' in body
+
+
+@pytest.mark.parametrize("header", SECURITY_HEADERS)
+def test_security_header_is_sent(host, site: Site, header: str) -> None:  # noqa: ANN001
+    r = get(host, f"https://localhost{site.baseurl}/info/")
+    assert header in r.headers
+
+
+def test_frames_are_refused(host, site: Site) -> None:  # noqa: ANN001
+    h = get(host, f"https://localhost{site.baseurl}/info/").headers
+    assert h.get("x-frame-options", "").upper() == "DENY" or \
+        "frame-ancestors 'none'" in h.get("content-security-policy", "")
+
+
+def test_no_directory_listing(host, site: Site) -> None:  # noqa: ANN001
+    r = get(host, f"https://localhost{site.baseurl}/assets/")
+    assert r.status in (403, 404)
+    assert "Index of" not in r.body
+
+
+def test_dot_files_are_not_served(host, site: Site) -> None:  # noqa: ANN001
+    from ops.site.releases import MARKER
+
+    assert get(host, f"https://localhost{site.baseurl}/{MARKER}").status == 404
+
+
+def test_pages_are_revalidated_and_assets_cached(host, site: Site) -> None:  # noqa: ANN001
+    page = get(host, f"https://localhost{site.baseurl}/info/")
+    assert page.headers.get("cache-control") == "no-cache"
+    css = [ln for ln in page.body.splitlines() if 'rel="stylesheet"' in ln]
+    assert css, "the info page links no stylesheet"
+    href = css[0].split('href="', 1)[1].split('"', 1)[0]
+    asset = get(host, f"https://localhost{href}")
+    assert asset.status == 200
+    assert "max-age=" in asset.headers.get("cache-control", "")
+
+
+def test_current_points_at_a_release(host, site: Site) -> None:  # noqa: ANN001
+    current = host.file(f"{site.root}/current")
+    assert current.is_symlink
+    assert current.linked_to.startswith(f"{site.root}/releases/")
+
+
+def test_at_most_the_kept_number_of_releases(host, site: Site) -> None:  # noqa: ANN001
+    releases = host.file(f"{site.root}/releases").listdir()
+    assert 1 <= len([r for r in releases if not r.startswith(".")]) <= site.keep
+
+
+def test_tls_key_is_root_only(host, site: Site) -> None:  # noqa: ANN001
+    key = host.file(site.key)
+    assert key.exists
+    assert key.user == "root"
+    assert key.mode in (0o600, 0o640)

@@ -94,13 +94,17 @@ class LabNode:
     groups: tuple[str, ...]
     #: Service ports published on 127.0.0.1 besides SSH (recorded as ``lab_ports``).
     publish: tuple[int, ...] = ()
+    #: Paths that get a Docker volume of their own. /var/lib/docker on a volume (the host's
+    #: file system, not the container's overlay) lets the nested engine use overlay2
+    #: instead of vfs, which copies every layer in full.
+    volumes: tuple[str, ...] = ()
 
 
 NODES: tuple[LabNode, ...] = (
     # 80/443: the website (nginx); 5000: the course image registry.
     LabNode("ctl", ("slurm_controller", "web", "registry"), publish=(80, 443, 5000)),
-    LabNode("gpu1", ("gpu_servers",)),
-    LabNode("gpu2", ("gpu_servers",)),
+    LabNode("gpu1", ("gpu_servers",), volumes=("/var/lib/docker",)),
+    LabNode("gpu2", ("gpu_servers",), volumes=("/var/lib/docker",)),
 )
 
 
@@ -372,6 +376,10 @@ def _volume_name(lab: str) -> str:
     return f"{lab}-home"
 
 
+def _node_volume_name(lab: str, node: LabNode, path: str) -> str:
+    return f"{lab}-{node.name}-{path.strip('/').replace('/', '-')}"
+
+
 def _get(collection: Any, name: str) -> Any | None:
     try:
         return collection.get(name)
@@ -409,6 +417,10 @@ def container_spec(lab: str, node: LabNode, image: str) -> dict[str, Any]:
         "volumes": {
             "/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw"},
             _volume_name(lab): {"bind": "/home", "mode": "rw"},
+            **{
+                _node_volume_name(lab, node, path): {"bind": path, "mode": "rw"}
+                for path in node.volumes
+            },
         },
         "tmpfs": {
             "/run": "rw,nosuid,nodev,exec,mode=755,size=64m",
@@ -445,6 +457,13 @@ def _ensure_volume(client: Any, lab: str, log: Log) -> None:
 def _create_container(client: Any, lab: str, node: LabNode, image: str) -> Any:
     spec = container_spec(lab, node, image)
     with _docker(f"creating container {spec['name']}"):
+        for path in node.volumes:  # labelled, so `lab down` removes them too
+            name = _node_volume_name(lab, node, path)
+            volume = _get(client.volumes, name)
+            if volume is None:
+                client.volumes.create(name, labels={LABEL: lab})
+            else:
+                _check_owned(volume, "volume", lab)
         endpoint = client.api.create_endpoint_config(aliases=[node.name])
         return client.containers.create(network=lab, networking_config={lab: endpoint}, **spec)
 
@@ -594,17 +613,25 @@ def _read_list(path: Path) -> list[str]:
 
 def _image_files(image_dir: Path) -> list[Path]:
     """The files whose content makes the image: lists and the rootfs overlay."""
-    files = [image_dir / "packages.txt", image_dir / "masked-units.txt"]
+    files = [p for p in (image_dir / "packages.txt", image_dir / "masked-units.txt") if p.exists()]
     overlay = image_dir / "rootfs"
     if overlay.is_dir():
         files += sorted(p for p in overlay.rglob("*") if p.is_file() or p.is_symlink())
     return files
 
 
-def base_image_tag(image_dir: Path = IMAGE_DIR) -> str:
-    """``course-ops/lab-base:bookworm-<12 hex>``, hashed from what goes into the image."""
+def base_image_tag(
+    image_dir: Path = IMAGE_DIR,
+    repository: str = IMAGE_REPOSITORY,
+    changes: Sequence[str] | None = None,
+) -> str:
+    """``course-ops/lab-base:bookworm-<12 hex>``, hashed from what goes into the image.
+
+    Other debootstrap-made images (the course image's base) pass their own directory,
+    repository and ``docker import`` changes.
+    """
     digest = hashlib.sha256()
-    for part in (SUITE, _RECIPE_VERSION, *_IMPORT_CHANGES):
+    for part in (SUITE, _RECIPE_VERSION, *(_IMPORT_CHANGES if changes is None else changes)):
         digest.update(part.encode() + b"\0")
     for path in _image_files(image_dir):
         rel = path.relative_to(image_dir).as_posix()
@@ -614,7 +641,7 @@ def base_image_tag(image_dir: Path = IMAGE_DIR) -> str:
             executable = b"x" if os.access(path, os.X_OK) else b"-"
             body = executable + path.read_bytes()
         digest.update(rel.encode() + b"\0" + body + b"\0")
-    return f"{IMAGE_REPOSITORY}:{SUITE}-{digest.hexdigest()[:12]}"
+    return f"{repository}:{SUITE}-{digest.hexdigest()[:12]}"
 
 
 def debian_mirror(
@@ -651,9 +678,17 @@ def _source_uris(text: str) -> Iterator[str]:
                 yield words[0]
 
 
-def ensure_base_image(client: Any, *, log: Log = _LOG.info, image_dir: Path = IMAGE_DIR) -> str:
+def ensure_base_image(
+    client: Any,
+    *,
+    log: Log = _LOG.info,
+    image_dir: Path = IMAGE_DIR,
+    repository: str = IMAGE_REPOSITORY,
+    changes: Sequence[str] | None = None,
+) -> str:
     """The base image's tag, building it first unless that tag exists already."""
-    tag = base_image_tag(image_dir)
+    changes = list(_IMPORT_CHANGES if changes is None else changes)
+    tag = base_image_tag(image_dir, repository, changes)
     with _docker(f"looking for image {tag}"):
         if _get(client.images, tag) is not None:
             _LOG.debug("base image %s exists", tag)
@@ -665,7 +700,7 @@ def ensure_base_image(client: Any, *, log: Log = _LOG.info, image_dir: Path = IM
         )
     debootstrap = _tool("debootstrap", "debootstrap")
     mirror = debian_mirror()
-    log(f"building the lab base image {tag} (debootstrap from {mirror}, about a minute)")
+    log(f"building the base image {tag} (debootstrap from {mirror}, about a minute)")
     started = time.monotonic()
     scratch = os.environ.get("TMPDIR") or "/var/tmp"
     with tempfile.TemporaryDirectory(prefix="course-ops-lab-base-", dir=scratch) as tmp:
@@ -674,7 +709,7 @@ def ensure_base_image(client: Any, *, log: Log = _LOG.info, image_dir: Path = IM
             _debootstrap(debootstrap, rootfs, _read_list(image_dir / "packages.txt"), mirror)
             _configure_rootfs(rootfs, image_dir)
             log("importing the root file system into Docker")
-            _import_rootfs(client, rootfs, tag)
+            _import_rootfs(client, rootfs, tag, changes)
         finally:
             _unmount_below(rootfs)
     log(f"built {tag} in {time.monotonic() - started:.0f} s")
@@ -740,7 +775,8 @@ def _configure_rootfs(rootfs: Path, image_dir: Path) -> None:
             target.chmod(0o755 if os.access(source, os.X_OK) else 0o644)
         _chown_root(target)
     units = rootfs / "etc" / "systemd" / "system"
-    for unit in _read_list(image_dir / "masked-units.txt"):
+    masked = image_dir / "masked-units.txt"
+    for unit in _read_list(masked) if masked.exists() else []:
         link = units / unit
         link.unlink(missing_ok=True)
         link.symlink_to("/dev/null")
@@ -759,7 +795,7 @@ def _chown_root(path: Path) -> None:
         os.lchown(path, 0, 0)
 
 
-def _import_rootfs(client: Any, rootfs: Path, tag: str) -> None:
+def _import_rootfs(client: Any, rootfs: Path, tag: str, changes: Sequence[str]) -> None:
     repository, _, version = tag.rpartition(":")
     argv = [_tool("tar", "tar"), "--numeric-owner", "--xattrs", "-C", str(rootfs), "-c", "."]
     _LOG.debug("running %s | docker import", argv)
@@ -776,7 +812,7 @@ def _import_rootfs(client: Any, rootfs: Path, tag: str) -> None:
 
         with _docker(f"importing {tag}"):
             response = client.api.import_image_from_stream(
-                chunks(), repository=repository, tag=version, changes=list(_IMPORT_CHANGES)
+                chunks(), repository=repository, tag=version, changes=list(changes)
             )
         _LOG.debug("docker import: %s", response)
         returncode = tar.wait(timeout=60)

@@ -79,6 +79,12 @@ def test_ctl_publishes_web_and_registry_ports() -> None:
     }
 
 
+def test_gpu_nodes_keep_docker_on_a_volume_of_their_own() -> None:
+    spec = lab.container_spec("demo-lab", lab.NODES[1], "img:tag")
+    assert spec["volumes"]["demo-lab-gpu1-var-lib-docker"] == {
+        "bind": "/var/lib/docker", "mode": "rw"}
+
+
 def test_hosts_vars_given_once_then_empty(hosts: dict) -> None:
     assert hosts["all"]["children"]["web"]["hosts"]["ctl"] == {}
     assert hosts["all"]["children"]["registry"]["hosts"]["ctl"] == {}

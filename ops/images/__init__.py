@@ -1,0 +1,1 @@
+"""The course image: spec (image.yml, locks, tags), lock, build, smoke tests, registry."""

@@ -1,0 +1,260 @@
+"""Build the course image with the Docker SDK, tagged by content, skipped when up to date."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import logging
+import re
+import subprocess
+import tarfile
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import docker.errors
+
+from ops import REPO_ROOT, __version__, lab
+from ops.errors import OpsError
+from ops.images import spec as spec_mod
+from ops.images import wheelhouse as wh
+from ops.images.spec import ImageSpec, Lock, Variant
+
+_LOG = logging.getLogger(__name__)
+Log = Callable[[str], None]
+
+BASE_REPOSITORY = "course-ops/course-base"
+BASE_CHANGES = ('CMD ["/bin/bash"]', "ENV LANG=C.UTF-8", "LABEL course-ops.image=course-base")
+_STEP_RE = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
+_BUILD_TIMEOUT = 3600
+
+
+@dataclass
+class Prepared:
+    """Everything known before building: the files, the tag, the labels."""
+
+    spec: ImageSpec
+    variant: Variant
+    lock: Lock
+    base: str
+    base_id: str
+    files: dict[str, bytes]
+    digest: str
+    tag: str
+
+    @property
+    def ref(self) -> str:
+        return f"{self.spec.repository}:{self.tag}"
+
+
+@dataclass
+class Built:
+    prepared: Prepared
+    skipped: str | None = None  # why nothing was built ("up to date: ...")
+    seconds: float = 0.0
+    steps: int = 0
+    cached_steps: int = 0
+    manifest: Path | None = None
+    image_id: str = ""
+    log: list[str] = field(default_factory=list)
+
+
+def ensure_base(client: Any, spec: ImageSpec, log: Log) -> tuple[str, str]:
+    """The base image (made with debootstrap when the spec says so): its name and id."""
+    if spec.base_debootstrap is not None:
+        name = lab.ensure_base_image(client, log=log, image_dir=spec.base_debootstrap,
+                                     repository=BASE_REPOSITORY, changes=BASE_CHANGES)
+    else:
+        name = str(spec.base_image)
+    try:
+        return name, client.images.get(name).id
+    except docker.errors.ImageNotFound:
+        raise OpsError(f"base image {name} is not on this machine",
+                       hint=f"`docker pull {name}` (or load it), then build again") from None
+
+
+def prepare(client: Any, spec: ImageSpec, variant: Variant, *, cuda: str | None,
+            uid: int | None = None, ca_bundle: Path | None = None,
+            log: Log = _LOG.info) -> Prepared:
+    lock = spec_mod.parse_lock(spec.lock_path(variant.name))
+    spec_mod.check_lock(spec, variant, lock, cuda)
+    base, base_id = ensure_base(client, spec, log)
+    bundle = ca_bundle.read_bytes() if ca_bundle else None
+    files = spec_mod.render(spec, variant, lock, base=base, uid=uid, ca_bundle=bundle)
+    digest = spec_mod.content_hash(files, base_id)
+    tag = spec_mod.tag_name(spec, variant, lock, digest)
+    return Prepared(spec, variant, lock, base, base_id, files, digest, tag)
+
+
+def exists_locally(client: Any, ref: str) -> bool:
+    try:
+        client.images.get(ref)
+        return True
+    except docker.errors.ImageNotFound:
+        return False
+
+
+def _context_tar(files: dict[str, bytes]) -> io.BytesIO:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name in sorted(files):
+            info = tarfile.TarInfo(name)
+            info.size = len(files[name])
+            info.mode = 0o644
+            info.mtime = 0
+            tar.addfile(info, io.BytesIO(files[name]))
+    buf.seek(0)
+    return buf
+
+
+def _git(*args: str) -> str:
+    try:
+        return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True,
+                              check=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def labels(p: Prepared) -> dict[str, str]:
+    """OCI labels and ours. They are not in the Dockerfile, so they do not change the tag."""
+    revision = _git("rev-parse", "HEAD")
+    if revision and _git("status", "--porcelain", "--", "images", "ops"):
+        revision += "-dirty"
+    source = _git("config", "--get", "remote.origin.url") or "course-ops"
+    torch = p.lock.version("torch") or ""
+    return {
+        "org.opencontainers.image.title": f"course image ({p.variant.name})",
+        "org.opencontainers.image.description": "PyTorch + Jupyter for the course's homework",
+        "org.opencontainers.image.source": source,
+        "org.opencontainers.image.revision": revision,
+        "org.opencontainers.image.created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "org.opencontainers.image.version": p.tag,
+        "org.opencontainers.image.base.name": p.base,
+        "course-ops.variant": p.variant.name,
+        "course-ops.content-hash": p.digest,
+        "course-ops.python": p.spec.python,
+        "course-ops.torch": torch,
+        "course-ops.cuda": spec_mod.lock_cuda(p.lock) or "none",
+        "course-ops.built-by": f"course-ops {__version__}",
+    }
+
+
+def build(client: Any, p: Prepared, *, wheelhouse: Path | None, offline: bool = False,
+          exists_elsewhere: Callable[[str], str | None] | None = None,
+          force: bool = False, log: Log = _LOG.info,
+          progress: Callable[[int, int, str], None] | None = None) -> Built:
+    """Build ``p`` unless its tag exists here (or where ``exists_elsewhere`` says)."""
+    if not force:
+        if exists_locally(client, p.ref):
+            return Built(p, skipped=f"{p.ref} exists on this machine")
+        where = exists_elsewhere(p.tag) if exists_elsewhere else None
+        if where:
+            return Built(p, skipped=f"{p.tag} is in {where}")
+    buildargs: dict[str, str] = {}
+    started = time.monotonic()
+    if wheelhouse is not None:
+        wheelhouse = wheelhouse.resolve()
+        if offline:
+            left = wh.missing(wheelhouse, p.lock)
+            if left:
+                raise OpsError(
+                    f"{wheelhouse} has no wheel for {left[0].name}=={left[0].version} "
+                    f"(and {len(left) - 1} more)" if len(left) > 1 else
+                    f"{wheelhouse} has no wheel for {left[0].name}=={left[0].version}",
+                    hint="drop --offline to fetch them, or add them to the wheelhouse")
+        else:
+            wh.fill(wheelhouse, p.lock, log)
+    built = Built(p)
+    with (wh.serve(wheelhouse) if wheelhouse else _no_server()) as url:
+        if url:
+            buildargs = {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": url}
+        log(f"building {p.ref}" + (f" offline from {wheelhouse}" if wheelhouse else ""))
+        stream = client.api.build(
+            fileobj=_context_tar(p.files), custom_context=True, tag=p.ref, rm=True,
+            forcerm=True, pull=False, network_mode="host", buildargs=buildargs,
+            labels=labels(p), decode=True, timeout=_BUILD_TIMEOUT,
+        )
+        _follow(stream, built, log, progress)
+    image = client.images.get(p.ref)
+    built.image_id = image.id
+    image.tag(p.spec.repository, p.variant.name)  # a moving convenience tag, never pushed
+    built.seconds = time.monotonic() - started
+    return built
+
+
+class _no_server:
+    def __enter__(self) -> str:
+        return ""
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _follow(stream: Iterable[dict[str, Any]], built: Built, log: Log,
+            progress: Callable[[int, int, str], None] | None) -> None:
+    """Docker's build stream -> progress and a log; errors -> one-line OpsError."""
+    last_step = ""
+    for chunk in stream:
+        if "error" in chunk:
+            tail = "\n".join(built.log[-15:])
+            _LOG.error("last build output:\n%s", tail)
+            raise OpsError(f"build failed at {last_step or 'the start'}: "
+                           f"{str(chunk['error']).strip().splitlines()[-1]}",
+                           hint="see the lines above (-v shows every line)")
+        text = str(chunk.get("stream", "")).rstrip()
+        if not text:
+            continue
+        for line in text.splitlines():
+            built.log.append(line)
+            m = _STEP_RE.match(line)
+            if m:
+                built.steps = int(m.group(2))
+                last_step = f"step {m.group(1)}/{m.group(2)} ({m.group(3)[:60]})"
+                if progress:
+                    progress(int(m.group(1)), int(m.group(2)), m.group(3))
+                else:
+                    log(f"step {m.group(1)}/{m.group(2)}: {m.group(3)[:90]}")
+            elif "Using cache" in line:
+                built.cached_steps += 1
+            else:
+                _LOG.info("  %s", line)
+
+
+def write_manifest(client: Any, p: Prepared, built: Built, out_dir: Path) -> Path:
+    """pip freeze, the Debian packages and the labels, beside the build, as JSON."""
+    script = ("python -m pip freeze --all; echo '--- apt'; "
+              "dpkg-query -W -f '${Package}=${Version}\\n'")
+    raw = client.containers.run(p.ref, ["/bin/sh", "-c", script], remove=True,
+                                entrypoint=[], stdout=True, stderr=False)
+    text = raw.decode()
+    pip_part, _, apt_part = text.partition("--- apt\n")
+    image = client.images.get(p.ref)
+    manifest = {
+        "image": p.ref,
+        "tag": p.tag,
+        "variant": p.variant.name,
+        "id": image.id,
+        "size": image.attrs.get("Size"),
+        "labels": image.labels,
+        "pip": sorted(ln for ln in pip_part.splitlines() if ln.strip()),
+        "apt": sorted(ln for ln in apt_part.splitlines() if ln.strip()),
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{p.tag}.json"
+    path.write_text(json.dumps(manifest, indent=2) + "\n")
+    (out_dir / "latest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return path
+
+
+def layer_sizes(client: Any, ref: str) -> list[tuple[int, str]]:
+    """(bytes, instruction) for each layer that adds bytes, largest first."""
+    rows = []
+    for entry in client.api.history(ref):
+        size = int(entry.get("Size") or 0)
+        if size:
+            created_by = str(entry.get("CreatedBy", "")).replace("/bin/sh -c #(nop) ", "")
+            rows.append((size, created_by.replace("/bin/sh -c ", "RUN ")[:100]))
+    return sorted(rows, reverse=True)

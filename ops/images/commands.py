@@ -1,0 +1,278 @@
+"""`ops images ...`: lock, build, test, push, pull, status (registered by ops.cli)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from ops.cli import Opts, common, err, out, pass_opts
+from ops.errors import OpsError, UsageError
+from ops.images import spec as spec_mod
+
+
+@click.group()
+def images() -> None:
+    """The course image: lock, build, test, push, pull, status."""
+
+
+variant_option = click.option(
+    "--variant", "variants", multiple=True,
+    help="Only this variant (repeatable). Default: every variant in image.yml.",
+)
+
+
+def _spec_and_variants(variants: tuple[str, ...]) -> tuple[spec_mod.ImageSpec, list[Any]]:
+    spec = spec_mod.load()
+    chosen = [spec.variant(v) for v in variants] if variants else list(spec.variants.values())
+    return spec, chosen
+
+
+def _cuda(opts: Opts) -> str | None:
+    from ops import inventory as inv_mod
+
+    value = inv_mod.load_vars_only(opts.inventory).get("course_image_cuda")
+    return str(value) if value is not None else None
+
+
+def _client() -> Any:
+    from ops import lab
+
+    return lab._client()
+
+
+@contextmanager
+def _progress(opts: Opts, what: str) -> Iterator[Any]:
+    if opts.quiet or opts.verbose or not err.is_terminal:
+        yield None
+        return
+    with Progress(TextColumn("[cyan]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=err, transient=True) as bar:
+        task = bar.add_task(what, total=None)
+
+        def update(step: int, total: int, text: str) -> None:
+            bar.update(task, completed=step, total=total,
+                       description=f"{what}: {text[:50]}")
+
+        yield update
+
+
+@images.command("lock")
+@variant_option
+@click.option("--upgrade", "upgrade", multiple=True, metavar="PACKAGE",
+              help="Let this package move to its newest allowed version (repeatable); "
+                   "the others keep their pins.")
+@click.option("--find-links", "find_links", multiple=True,
+              type=click.Path(file_okay=False, exists=True, path_type=Path),
+              help="Also look for wheels here (torch's CPU build). "
+                   "Default: $OPS_FIND_LINKS, colon-separated.")
+@common
+@pass_opts
+def lock_cmd(opts: Opts, variants: tuple[str, ...], upgrade: tuple[str, ...],
+             find_links: tuple[Path, ...]) -> None:
+    """Re-resolve requirements.in into lock/<variant>.txt (uv, with hashes)."""
+    from ops.images import lock as lock_mod
+
+    spec, chosen = _spec_and_variants(variants)
+    links = list(find_links) or [Path(p) for p in os.environ.get("OPS_FIND_LINKS", "").split(":")
+                                 if p]
+    for variant in chosen:
+        path, changed = lock_mod.lock(spec, variant, cuda=_cuda(opts), find_links=links,
+                                      upgrade=upgrade, log=opts.say)
+        lock = spec_mod.parse_lock(path)
+        out.print(f"{path}: {len(lock.packages)} packages, torch {lock.version('torch')}"
+                  f" ({'changed' if changed else 'unchanged'})")
+
+
+@images.command("build")
+@variant_option
+@click.option("--if-changed", is_flag=True,
+              help="Skip a variant whose tag is already here or in the course registry.")
+@click.option("--force", is_flag=True, help="Build even when the tag exists.")
+@click.option("--wheelhouse", type=click.Path(file_okay=False, path_type=Path),
+              default=lambda: os.environ.get("OPS_WHEELHOUSE") or None,
+              help="Install from this directory of wheels (fetched into it first unless "
+                   "--offline). Default: $OPS_WHEELHOUSE; without one, from PyPI.")
+@click.option("--offline", is_flag=True, help="Never download: the wheelhouse must have all.")
+@click.option("--ca-bundle", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="A CA certificate the image must trust (an intercepting proxy).")
+@click.option("--uid", type=click.IntRange(1, 65533),
+              help="UID of the image's default user (match a host account).")
+@common
+@pass_opts
+def build_cmd(opts: Opts, variants: tuple[str, ...], if_changed: bool, force: bool,
+              wheelhouse: Path | None, offline: bool, ca_bundle: Path | None,
+              uid: int | None) -> None:
+    """Render image.yml + Dockerfile.j2 and build, tagged by content; skip if up to date."""
+    from ops.images import build as build_mod
+
+    if offline and wheelhouse is None:
+        raise UsageError("--offline needs --wheelhouse DIR")
+    if force and if_changed:
+        raise UsageError("--force and --if-changed contradict each other")
+    spec, chosen = _spec_and_variants(variants)
+    client = _client()
+    registry = _registry_or_none(opts, spec) if if_changed else None
+    rows = []
+    for variant in chosen:
+        p = build_mod.prepare(client, spec, variant, cuda=_cuda(opts), uid=uid,
+                              ca_bundle=ca_bundle, log=opts.say)
+
+        def elsewhere(tag: str) -> str | None:
+            if registry is not None and registry.has(tag):
+                return f"the registry {registry.push_address}"
+            return None
+
+        with _progress(opts, f"building {variant.name}") as progress:
+            built = build_mod.build(client, p, wheelhouse=wheelhouse, offline=offline,
+                                    exists_elsewhere=elsewhere, force=force, log=opts.say,
+                                    progress=progress)
+        if built.skipped:
+            opts.say(f"{variant.name}: up to date ({built.skipped})")
+            rows.append((variant.name, p.ref, "up to date", "-"))
+            continue
+        manifest = build_mod.write_manifest(client, p, built,
+                                            spec.dir / "build" / variant.name)
+        opts.say(f"{variant.name}: built {p.ref} in {built.seconds:.0f} s "
+                 f"({built.cached_steps} of {built.steps} steps from cache); "
+                 f"manifest {manifest}")
+        rows.append((variant.name, p.ref, "built", f"{built.seconds:.0f} s"))
+    t = Table("variant", "image", "result", "time")
+    for row in rows:
+        t.add_row(*row)
+    out.print(t)
+
+
+def _registry_or_none(opts: Opts, spec: spec_mod.ImageSpec) -> Any:
+    from ops.images import registry as reg
+
+    try:
+        return reg.from_inventory(opts.inventory, spec.repository)
+    except OpsError as exc:
+        opts.say(f"not asking a registry: {exc}")
+        return None
+
+
+def _prepared(opts: Opts, variant: Any, spec: spec_mod.ImageSpec, client: Any) -> Any:
+    from ops.images import build as build_mod
+
+    p = build_mod.prepare(client, spec, variant, cuda=_cuda(opts), log=opts.say)
+    if not build_mod.exists_locally(client, p.ref):
+        raise OpsError(f"{p.ref} is not built on this machine",
+                       hint=f"`ops images build --variant {variant.name}` first")
+    return p
+
+
+@images.command("test")
+@variant_option
+@click.option("--gpu/--no-gpu", default=None,
+              help="Give the container the GPUs (default: when the engine has the NVIDIA "
+                   "runtime).")
+@common
+@pass_opts
+def test_cmd(opts: Opts, variants: tuple[str, ...], gpu: bool | None) -> None:
+    """Smoke-test the built image: imports, torch, CUDA, pip check, user, Jupyter."""
+    from ops.images import smoke
+
+    spec, chosen = _spec_and_variants(variants)
+    client = _client()
+    failed = 0
+    for variant in chosen:
+        p = _prepared(opts, variant, spec, client)
+        checks = smoke.run(client, p.ref, port=spec.port, gpu=gpu, log=opts.say)
+        t = Table("check", "result", "detail", title=p.ref)
+        for c in checks:
+            t.add_row(c.name, "[green]ok[/]" if c.ok else "[red]FAILED[/]", c.detail)
+            failed += not c.ok
+        out.print(t)
+    if failed:
+        raise OpsError(f"{failed} image check(s) failed", hint="see the table above (-v: all "
+                       "output)")
+
+
+@images.command("push")
+@variant_option
+@common
+@pass_opts
+def push_cmd(opts: Opts, variants: tuple[str, ...]) -> None:
+    """Push the built image to the course registry; the GPU servers then pull it."""
+    from ops.images import registry as reg
+
+    spec, chosen = _spec_and_variants(variants)
+    client = _client()
+    registry = reg.from_inventory(opts.inventory, spec.repository)
+    state = reg.load_state(opts.inventory)
+    for variant in chosen:
+        p = _prepared(opts, variant, spec, client)
+        digest = registry.digest(p.tag)
+        if digest:
+            opts.say(f"{variant.name}: {registry.server_ref(p.tag)} is already in the registry")
+        else:
+            digest = reg.push(client, registry, p.ref, p.tag, opts.say)
+        if not digest:
+            raise OpsError(f"the registry gave no digest for {p.tag}", hint="push again")
+        state[variant.name] = {"tag": p.tag, "digest": digest, "ref": registry.server_ref(p.tag)}
+        reg.save_state(opts.inventory, state)
+        out.print(f"{variant.name}: {registry.server_ref(p.tag)}")
+
+
+@images.command("pull")
+@common
+@pass_opts
+def pull_cmd(opts: Opts) -> None:
+    """Make every GPU server pull the pushed tags (playbooks/images.yml)."""
+    from ops import machines
+
+    argv = machines.playbook_argv(opts.inventory, "images.yml", verbosity=opts.verbose,
+                                  extra=image_extra_vars(opts.inventory))
+    code, _ = machines.run_playbook(argv, quiet=opts.quiet)
+    if code:
+        raise OpsError(f"pulling the course image failed (ansible-playbook exited {code})",
+                       hint="see Ansible's output above")
+
+
+def image_extra_vars(inventory: Path) -> tuple[str, ...]:
+    """``-e`` for the playbooks: the tags pushed last (state/images.json), as JSON."""
+    import json
+
+    from ops.images import registry as reg
+
+    state = reg.load_state(inventory)
+    tags = [{"variant": v, "tag": s["tag"], "digest": s["digest"]}
+            for v, s in sorted(state.items()) if s.get("digest")]
+    return ("-e", json.dumps({"course_image_tags": tags}))
+
+
+@images.command("status")
+@common
+@pass_opts
+def status_cmd(opts: Opts) -> None:
+    """The wanted tag of each variant, what the registry has, what each GPU server has."""
+    from ops.images import build as build_mod
+    from ops.images import registry as reg
+
+    spec = spec_mod.load()
+    client = _client()
+    registry = reg.from_inventory(opts.inventory, spec.repository)
+    state = reg.load_state(opts.inventory)
+    in_registry = set(registry.tags())
+    on_servers = reg.server_images(opts.inventory, f"{registry.address}/{spec.repository}")
+    t = Table("variant", "this checkout", "built here", "pushed (state)", "in registry",
+              *on_servers)
+    for variant in spec.variants.values():
+        try:
+            p = build_mod.prepare(client, spec, variant, cuda=_cuda(opts), log=lambda _: None)
+            wanted, here = p.tag, build_mod.exists_locally(client, p.ref)
+        except OpsError as exc:
+            wanted, here = f"({exc.message[:40]})", False
+        pushed = state.get(variant.name, {}).get("tag", "-")
+        t.add_row(variant.name, wanted, "yes" if here else "no", pushed,
+                  "yes" if pushed in in_registry else "no",
+                  *("yes" if pushed in tags else "[red]no[/]" for tags in on_servers.values()))
+    out.print(t)

@@ -1,0 +1,209 @@
+"""The course registry: where images are pushed, what it holds, what the servers pulled.
+
+The inventory says where the registry is (the first host of group ``registry``, port
+``registry_port``). The GPU servers reach it by that name over TLS; this machine pushes
+to it over the same TLS, or, in the lab, through the port published on 127.0.0.1.
+
+What was pushed last, per variant, is recorded in ``<inventory>/state/images.json``: that
+is the tag ``ops provision`` makes every GPU server pull.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from ops import inventory as inv_mod
+from ops.errors import InputError, OpsError, RemoteError
+
+_LOG = logging.getLogger(__name__)
+Log = Callable[[str], None]
+DEFAULT_PORT = 5000
+
+
+def _templated_path(value: str, inventory_dir: Path) -> Path:
+    """The few inventory paths ops reads itself: ``{{ inventory_dir }}`` is all they use."""
+    text = value.replace("{{ inventory_dir }}", str(inventory_dir.resolve()))
+    if "{{" in text:
+        raise InputError(inventory_dir / "group_vars" / "all.yml", None,
+                         f"cannot resolve {value!r} outside Ansible",
+                         hint="use an absolute path or one under {{ inventory_dir }}")
+    path = Path(text)
+    return path if path.is_absolute() else inventory_dir / path
+
+
+@dataclass(frozen=True)
+class Registry:
+    address: str  # how the GPU servers reach it: host:port
+    push_address: str  # how this machine reaches it
+    ca: Path | None  # the CA that signed its certificate (None: the system's)
+    repository: str
+
+    def url(self, path: str) -> str:
+        return f"https://{self.push_address}/v2/{path}"
+
+    def server_ref(self, tag: str) -> str:
+        return f"{self.address}/{self.repository}:{tag}"
+
+    def push_ref(self) -> str:
+        return f"{self.push_address}/{self.repository}"
+
+    def tags(self) -> list[str]:
+        """The repository's tags in the registry ([] when it has none yet)."""
+        try:
+            r = requests.get(self.url(f"{self.repository}/tags/list"), timeout=10,
+                             verify=str(self.ca) if self.ca else True)
+        except requests.RequestException as exc:
+            raise RemoteError(f"registry {self.push_address} does not answer: "
+                              f"{type(exc).__name__}",
+                              hint="is it provisioned? `ops provision`") from None
+        if r.status_code == 404:
+            return []
+        if r.status_code != 200:
+            raise RemoteError(f"registry {self.push_address}: HTTP {r.status_code} "
+                              "listing tags")
+        return sorted(r.json().get("tags") or [])
+
+    def digest(self, tag: str) -> str | None:
+        """The manifest digest of ``tag`` in the registry, or None when it is not there."""
+        try:
+            r = requests.head(
+                self.url(f"{self.repository}/manifests/{tag}"), timeout=10,
+                verify=str(self.ca) if self.ca else True,
+                headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"},
+            )
+        except requests.RequestException:
+            return None
+        return r.headers.get("Docker-Content-Digest") if r.status_code == 200 else None
+
+    def has(self, tag: str) -> bool:
+        return self.digest(tag) is not None
+
+
+def from_inventory(inventory_dir: Path, repository: str) -> Registry:
+    inv = inv_mod.load(inventory_dir)
+    hosts = inv.hosts_in("registry")
+    if not hosts:
+        raise InputError(inv.hosts_file, None, "no host in group registry",
+                         hint="add the registry host to the inventory's registry group")
+    host = hosts[0]
+    port = int(host.vars.get("registry_port", DEFAULT_PORT))
+    address = str(host.vars.get("registry_address", f"{host.name}:{port}"))
+    published = (host.vars.get("lab_ports") or {}).get(port)
+    push = str(host.vars.get("registry_push_address")
+               or (f"127.0.0.1:{published}" if published else address))
+    ca_value = host.vars.get("tls_ca_certificate")
+    ca = _templated_path(str(ca_value), inv.dir) if ca_value else None
+    return Registry(address, push, ca, repository)
+
+
+# --------------------------------------------------------------------------- pushing
+
+
+def push(client: Any, registry: Registry, local_ref: str, tag: str, log: Log) -> str:
+    """Push ``local_ref`` as ``<registry>/<repository>:tag``; return the manifest digest."""
+    target = registry.push_ref()
+    client.images.get(local_ref).tag(target, tag)
+    log(f"pushing {target}:{tag}")
+    last: dict[str, Any] = {}
+    layers: dict[str, str] = {}
+    started = time.monotonic()
+    for chunk in client.api.push(target, tag=tag, stream=True, decode=True):
+        if "error" in chunk:
+            raise RemoteError(f"push to {registry.push_address} failed: "
+                              f"{str(chunk['error']).strip()}",
+                              hint="is the registry up? `ops verify registry`")
+        if chunk.get("id") and chunk.get("status"):
+            before = layers.get(chunk["id"])
+            layers[chunk["id"]] = chunk["status"]
+            if chunk["status"] != before and chunk["status"] in (
+                    "Pushed", "Layer already exists", "Mounted from"):
+                _LOG.info("  %s: %s", chunk["id"], chunk["status"])
+        last = chunk
+    digest = str((last.get("aux") or {}).get("Digest", ""))
+    done = sum(1 for s in layers.values() if s == "Pushed")
+    log(f"pushed {target}:{tag} in {time.monotonic() - started:.0f} s "
+        f"({done} layer(s) sent, {len(layers) - done} already there)")
+    client.api.remove_image(f"{target}:{tag}")  # the local alias only; the image stays
+    return digest
+
+
+# --------------------------------------------------------------------------- state
+
+
+def state_path(inventory_dir: Path) -> Path:
+    return Path(inventory_dir) / "state" / "images.json"
+
+
+def load_state(inventory_dir: Path) -> dict[str, dict[str, str]]:
+    path = state_path(inventory_dir)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise InputError(path, getattr(exc, "lineno", None), f"not valid JSON: {exc}",
+                         hint="fix it, or delete it and push again") from None
+    variants = data.get("variants") if isinstance(data, dict) else None
+    if not isinstance(variants, dict) or not all(
+            isinstance(v, dict) and isinstance(v.get("tag"), str) for v in variants.values()):
+        raise InputError(path, None, "expected {\"variants\": {NAME: {\"tag\": ...}}}",
+                         hint="delete it and push again")
+    return variants
+
+
+def save_state(inventory_dir: Path, variants: dict[str, dict[str, str]]) -> None:
+    path = state_path(inventory_dir)
+    path.parent.mkdir(mode=0o700, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".images-")
+    with os.fdopen(fd, "w") as f:
+        json.dump({"version": 1, "variants": variants}, f, indent=1, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def wanted_refs(inventory_dir: Path, registry: Registry) -> dict[str, str]:
+    """variant -> the registry reference every GPU server should have."""
+    return {v: registry.server_ref(s["tag"]) for v, s in load_state(inventory_dir).items()}
+
+
+# --------------------------------------------------------------------------- servers
+
+
+def server_images(inventory_dir: Path, repository_ref: str) -> dict[str, list[str]]:
+    """GPU server -> the tags of ``repository_ref`` its Docker engine holds."""
+    from pyinfra.facts.server import Command
+
+    from ops.accounts import remote
+
+    inv = inv_mod.load(inventory_dir)
+    hosts = inv.hosts_in("gpu_servers")
+    if not hosts:
+        return {}
+    command = ("docker image ls --format '{{.Repository}}:{{.Tag}}' "
+               f"{repository_ref} 2>/dev/null || true")
+    with remote.connected(hosts) as state:
+        out = remote.read_fact(state, Command, {h.name: {"command": command} for h in hosts})
+    return {
+        name: sorted(line.rsplit(":", 1)[1] for line in str(text).splitlines() if ":" in line)
+        for name, text in out.items()
+    }
+
+
+def require_pushed(inventory_dir: Path) -> dict[str, dict[str, str]]:
+    state = load_state(inventory_dir)
+    if not state:
+        raise OpsError("no course image has been pushed for this inventory yet",
+                       hint="`ops images build` then `ops images push`")
+    return state

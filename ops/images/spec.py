@@ -1,0 +1,454 @@
+"""What an image is made of: image.yml, the lock files, the rendered Dockerfile, the tag.
+
+Everything here is pure (no engine, no network), so it is unit-tested directly:
+rendering, lock parsing, the split of a lock into layers, and the content-hash tag.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import yaml
+
+from ops import REPO_ROOT
+from ops.errors import InputError, InputErrors
+
+COURSE_DIR = REPO_ROOT / "images" / "course"
+#: Bump when the way a build context is made changes in a way its files do not show.
+RECIPE_VERSION = "1"
+
+_NAME_RE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s\\;]+)\s*(\\)?\s*$")
+_HASH_RE = re.compile(r"^\s*--hash=(sha256:[0-9a-f]{64})\s*(\\)?\s*$")
+_VARIANT_RE = re.compile(r"[a-z][a-z0-9]{0,15}")
+
+
+def normalize(name: str) -> str:
+    """PEP 503: ``Scikit_Learn`` and ``scikit-learn`` are one project."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+# --------------------------------------------------------------------------- image.yml
+
+
+@dataclass(frozen=True)
+class Layer:
+    name: str
+    match: tuple[str, ...]  # fnmatch patterns of normalized names; () = everything left
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    cuda: bool
+    pins: dict[str, str]
+    omit: dict[str, str]  # normalized package -> why
+    env: dict[str, str]
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    dir: Path
+    repository: str
+    python: str
+    platform: str
+    user: str
+    uid: int
+    gid: int
+    port: int
+    base_debootstrap: Path | None
+    base_image: str | None
+    imports: tuple[str, ...]
+    layers: tuple[Layer, ...]
+    variants: dict[str, Variant]
+
+    @property
+    def file(self) -> Path:
+        return self.dir / "image.yml"
+
+    def lock_path(self, variant: str) -> Path:
+        return self.dir / "lock" / f"{variant}.txt"
+
+    def variant(self, name: str) -> Variant:
+        try:
+            return self.variants[name]
+        except KeyError:
+            raise InputError(
+                self.file, None, f"no variant {name!r}",
+                hint=f"choose one of: {', '.join(self.variants)}",
+            ) from None
+
+    def imports_of(self, variant: Variant) -> list[str]:
+        return [m for m in self.imports if normalize(m) not in variant.omit]
+
+
+def _line(node: yaml.Node | None) -> int | None:
+    return node.start_mark.line + 1 if node is not None else None
+
+
+def _key(node: yaml.Node | None, *keys: str) -> yaml.Node | None:
+    """The node of the last key (its line is where the user wrote ``key:``)."""
+    parent = _find(node, *keys[:-1])
+    if not isinstance(parent, yaml.MappingNode):
+        return None
+    return next((k for k, _ in parent.value if k.value == keys[-1]), None)
+
+
+def _find(node: yaml.Node | None, *keys: str) -> yaml.Node | None:
+    for key in keys:
+        if not isinstance(node, yaml.MappingNode):
+            return None
+        node = next((v for k, v in node.value if k.value == key), None)
+    return node
+
+
+def load(directory: Path = COURSE_DIR) -> ImageSpec:
+    """Read ``image.yml``; every problem is reported with its line."""
+    path = Path(directory) / "image.yml"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InputError(path, None, f"cannot read: {exc.strerror}") from exc
+    try:
+        root = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise InputError(
+            path, mark.line + 1 if mark else None,
+            f"not valid YAML: {getattr(exc, 'problem', None) or exc}",
+        ) from exc
+    if not isinstance(data, dict):
+        raise InputError(path, 1, "expected a mapping (repository, python, variants, ...)")
+    problems: list[tuple[int | None, str]] = []
+
+    def want(keys: tuple[str, ...], kind: type | tuple[type, ...], what: str) -> Any:
+        value: Any = data
+        for k in keys:
+            value = value.get(k) if isinstance(value, dict) else None
+        if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+            node = _find(root, *keys) or _key(root, *keys[:-1])
+            problems.append((_line(node), f"{'.'.join(keys)}: expected {what}"))
+            return None
+        return value
+
+    repository = want(("repository",), str, "a repository name like course-ops/course")
+    python = want(("python",), str, 'a quoted Python version like "3.11"')
+    platform = want(("platform",), str, "a platform like x86_64-manylinux_2_28")
+    user = want(("user", "name"), str, "a user name")
+    uid = want(("user", "uid"), int, "a number")
+    gid = want(("user", "gid"), int, "a number")
+    port = want(("port",), int, "a port number")
+    imports = want(("imports",), list, "a list of module names") or []
+    base = want(("base",), dict, "a mapping with debootstrap: DIR or image: NAME") or {}
+    deboot = base.get("debootstrap")
+    image = base.get("image")
+    if base and (deboot is None) == (image is None):
+        problems.append((_line(_key(root, "base")),
+                         "base: give exactly one of debootstrap, image"))
+    if isinstance(uid, int) and not 1 <= uid < 65534:
+        problems.append((_line(_find(root, "user", "uid")), f"user.uid {uid}: not a user's UID"))
+
+    layers: list[Layer] = []
+    for i, item in enumerate(want(("layers",), list, "a list of layers") or []):
+        node = _find(root, "layers")
+        item_node = node.value[i] if isinstance(node, yaml.SequenceNode) else None
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            problems.append((_line(item_node), "layers: each needs a name"))
+            continue
+        match = item.get("match", [])
+        if not isinstance(match, list) or not all(isinstance(m, str) for m in match):
+            problems.append((_line(item_node), f"layer {item['name']}: match is a list of names"))
+            continue
+        layers.append(Layer(item["name"], tuple(normalize(m) for m in match)))
+    if layers and layers[-1].match:
+        problems.append((_line(_find(root, "layers")), "layers: the last layer takes the rest "
+                         "and has no match list"))
+
+    variants: dict[str, Variant] = {}
+    for name, body in (want(("variants",), dict, "a mapping of variants") or {}).items():
+        node = _key(root, "variants", str(name))
+        if not isinstance(name, str) or not _VARIANT_RE.fullmatch(name):
+            problems.append((_line(node), f"variant {name!r}: use 1-16 lowercase letters/digits"))
+            continue
+        if not isinstance(body, dict) or not isinstance(body.get("cuda"), bool):
+            problems.append((_line(node), f"variant {name}: needs cuda: true or false"))
+            continue
+        pins, omit, env = (body.get(k) or {} for k in ("pins", "omit", "env"))
+        if not all(isinstance(x, dict) for x in (pins, omit, env)):
+            problems.append((_line(node), f"variant {name}: pins, omit and env are mappings"))
+            continue
+        variants[name] = Variant(
+            name,
+            body["cuda"],
+            {normalize(k): str(v) for k, v in pins.items()},
+            {normalize(k): str(v) for k, v in omit.items()},
+            {str(k): str(v) for k, v in env.items()},
+        )
+    if problems:
+        raise InputErrors(path, problems)
+    directory = Path(directory)
+    return ImageSpec(
+        dir=directory,
+        repository=repository,
+        python=python,
+        platform=platform,
+        user=user,
+        uid=uid,
+        gid=gid,
+        port=port,
+        base_debootstrap=directory / deboot if deboot else None,
+        base_image=image,
+        imports=tuple(str(m) for m in imports),
+        layers=tuple(layers),
+        variants=variants,
+    )
+
+
+# --------------------------------------------------------------------------- requirements
+
+
+def read_requirements(path: Path) -> list[tuple[int, str]]:
+    """``requirements.in``: (line, normalized project name) of each requirement."""
+    out = []
+    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        m = re.match(r"^([A-Za-z0-9][A-Za-z0-9._-]*)", line)
+        if not m:
+            raise InputError(path, number, f"cannot read requirement {line!r}",
+                             hint="one project name (with an optional version range) per line")
+        out.append((number, normalize(m.group(1))))
+    return out
+
+
+def resolver_input(spec: ImageSpec, variant: Variant) -> str:
+    """What the resolver gets for a variant: requirements.in, less omissions, plus pins."""
+    source = spec.dir / "requirements.in"
+    lines = []
+    names = set()
+    for _, name in read_requirements(source):
+        names.add(name)
+        if name in variant.omit:
+            continue
+        lines.append(f"{name}=={variant.pins[name]}" if name in variant.pins else name)
+    for name, version in variant.pins.items():
+        if name not in names:
+            lines.append(f"{name}=={version}")
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- lock files
+
+
+@dataclass(frozen=True)
+class Locked:
+    name: str  # normalized
+    version: str
+    hashes: tuple[str, ...]
+    line: int
+
+    def requirement(self) -> str:
+        hashes = "".join(f" \\\n    --hash={h}" for h in self.hashes)
+        return f"{self.name}=={self.version}{hashes}\n"
+
+
+@dataclass
+class Lock:
+    path: Path
+    packages: dict[str, Locked] = field(default_factory=dict)
+
+    def version(self, name: str) -> str | None:
+        p = self.packages.get(normalize(name))
+        return p.version if p else None
+
+
+def parse_lock(path: Path, text: str | None = None) -> Lock:
+    """A pip/uv lock (``name==version`` + ``--hash`` lines); exact pins with hashes only."""
+    if text is None:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise InputError(path, None, f"cannot read: {exc.strerror}",
+                             hint="make it with `ops images lock`") from exc
+    lock = Lock(path)
+    problems: list[tuple[int | None, str]] = []
+    current: tuple[str, str, int] | None = None
+    hashes: list[str] = []
+    continued = False
+
+    def close() -> None:
+        nonlocal current, hashes
+        if current is not None:
+            name, version, line = current
+            if not hashes:
+                problems.append((line, f"{name}=={version} has no --hash"))
+            elif name in lock.packages:
+                problems.append((line, f"{name} is pinned twice"))
+            else:
+                lock.packages[name] = Locked(name, version, tuple(hashes), line)
+        current, hashes = None, []
+
+    for number, raw in enumerate(text.splitlines(), start=1):
+        stripped = raw.strip()
+        if not stripped or stripped.startswith("#"):
+            if not continued:
+                close()
+            continue
+        if continued:
+            m = _HASH_RE.match(raw)
+            if not m:
+                problems.append((number, "expected --hash=sha256:<64 hex> after a '\\'"))
+                continued = False
+                continue
+            hashes.append(m.group(1))
+            continued = bool(m.group(2))
+            continue
+        close()
+        m = _NAME_RE.match(stripped)
+        if not m:
+            problems.append((number, f"expected name==version, found {stripped[:60]!r}"))
+            continue
+        current = (normalize(m.group(1)), m.group(2), number)
+        continued = bool(m.group(3))
+    close()
+    if problems:
+        raise InputErrors(path, [(ln, f"{msg}; re-make it with `ops images lock`")
+                                 for ln, msg in problems])
+    if not lock.packages:
+        raise InputError(path, None, "no pinned package", hint="make it with `ops images lock`")
+    return lock
+
+
+def check_lock(spec: ImageSpec, variant: Variant, lock: Lock, cuda: str | None) -> None:
+    """The lock has every requirement and pin of the variant, and the wanted CUDA build."""
+    for name, version in variant.pins.items():
+        got = lock.version(name)
+        if got != version:
+            raise InputError(lock.path, lock.packages[name].line if got else None,
+                             f"{name} is {got or 'missing'}, image.yml pins {version}",
+                             hint=f"re-lock: `ops images lock --variant {variant.name}`")
+    for line, name in read_requirements(spec.dir / "requirements.in"):
+        if name not in variant.omit and name not in lock.packages:
+            raise InputError(lock.path, None,
+                             f"{name} (requirements.in:{line}) is not in the lock",
+                             hint=f"re-lock: `ops images lock --variant {variant.name}`")
+    for name in variant.omit:
+        if name in lock.packages:
+            raise InputError(lock.path, lock.packages[name].line,
+                             f"{name} is locked but variant {variant.name} omits it",
+                             hint=f"re-lock: `ops images lock --variant {variant.name}`")
+    found = lock_cuda(lock)
+    if variant.cuda and found != cuda:
+        raise InputError(
+            lock.path, None,
+            f"the locked CUDA wheels are CUDA {found or 'none'}, the inventory wants "
+            f"course_image_cuda {cuda}",
+            hint="pin a torch built for that CUDA in image.yml, then `ops images lock`",
+        )
+    if not variant.cuda and found:
+        raise InputError(lock.path, None, f"variant {variant.name} is CPU-only but locks "
+                         f"CUDA {found} wheels", hint="pin torch's CPU build in image.yml")
+
+
+def lock_cuda(lock: Lock) -> str | None:
+    """The CUDA major.minor of the locked CUDA runtime wheels, if any."""
+    for name in ("cuda-toolkit", "nvidia-cuda-runtime", "nvidia-cuda-runtime-cu12"):
+        version = lock.version(name)
+        if version:
+            return ".".join(version.split(".")[:2])
+    return None
+
+
+def split_layers(spec: ImageSpec, lock: Lock) -> list[tuple[Layer, list[Locked]]]:
+    """Each package in the first layer whose patterns match it; the rest in the last."""
+    slices: list[tuple[Layer, list[Locked]]] = [(layer, []) for layer in spec.layers]
+    for package in sorted(lock.packages.values(), key=lambda p: p.name):
+        for layer, members in slices:
+            if not layer.match or any(fnmatch.fnmatchcase(package.name, m) for m in layer.match):
+                members.append(package)
+                break
+    return [(layer, members) for layer, members in slices if members]
+
+
+# --------------------------------------------------------------------------- the Dockerfile
+
+
+@dataclass(frozen=True)
+class Context:
+    """A build context: file name -> bytes, and what the tag is hashed from."""
+
+    files: dict[str, bytes]
+    content_hash: str  # hex sha256 of the files, the recipe version and the base image id
+
+
+def render(
+    spec: ImageSpec, variant: Variant, lock: Lock, *, base: str, uid: int | None = None,
+    ca_bundle: bytes | None = None,
+) -> dict[str, bytes]:
+    """The build context's files (without the base id; see :func:`context`)."""
+    uid = spec.uid if uid is None else uid
+    layers = split_layers(spec, lock)
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(spec.dir),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+    layer_files = {
+        f"requirements/{i}-{layer.name}.txt": "".join(p.requirement() for p in members)
+        for i, (layer, members) in enumerate(layers, start=1)
+    }
+    image_json = {
+        "variant": variant.name,
+        "cuda": variant.cuda,
+        "imports": spec.imports_of(variant),
+        "uid": uid,
+        "user": spec.user,
+        "port": spec.port,
+        "torch": lock.version("torch"),
+        "cuda_version": lock_cuda(lock),
+    }
+    dockerfile = env.get_template("Dockerfile.j2").render(
+        base=base,
+        user=spec.user,
+        uid=uid,
+        gid=spec.gid,
+        port=spec.port,
+        layer_files=list(layer_files),
+        env=dict(sorted(variant.env.items())),
+        ca_bundle=ca_bundle is not None,
+    )
+    files = {
+        "Dockerfile": dockerfile.encode(),
+        "image.json": (json.dumps(image_json, indent=2, sort_keys=True) + "\n").encode(),
+        **{name: text.encode() for name, text in layer_files.items()},
+    }
+    for test in sorted((spec.dir / "tests").glob("*.py")):
+        files[f"tests/{test.name}"] = test.read_bytes()
+    if ca_bundle is not None:
+        files["ca-bundle.crt"] = ca_bundle
+    return files
+
+
+def content_hash(files: dict[str, bytes], base_id: str) -> str:
+    digest = hashlib.sha256()
+    for part in (RECIPE_VERSION, base_id):
+        digest.update(part.encode() + b"\0")
+    for name in sorted(files):
+        digest.update(name.encode() + b"\0" + hashlib.sha256(files[name]).digest())
+    return digest.hexdigest()
+
+
+def tag_name(spec: ImageSpec, variant: Variant, lock: Lock, digest: str) -> str:
+    """A readable alias and the hash: ``torch2.13.0-cpu-py3.11-<hash12>``."""
+    torch = (lock.version("torch") or "none").split("+")[0]
+    build = f"cu{lock_cuda(lock)}" if variant.cuda else "cpu"
+    return f"torch{torch}-{build}-py{spec.python}-{digest[:12]}"

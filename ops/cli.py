@@ -8,6 +8,7 @@ import logging
 import shlex
 import shutil
 import sys
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -375,6 +376,90 @@ def accounts_offboard(
     out.print(f"offboarded {len(done)} account(s); archives in {archive_dir}")
 
 
+# ---------------------------------------------------------------- site
+@cli.group()
+def site() -> None:
+    """The course website: build (Jekyll, no Ruby needed), deploy, roll back, archive."""
+
+
+ca_bundle_option = click.option(
+    "--ca-bundle", type=click.Path(dir_okay=False, path_type=Path),
+    help="Extra CA (PEM) for apt while the builder image is made (default: $OPS_CA_BUNDLE).")
+site_source = click.argument("source", required=False,
+                             type=click.Path(file_okay=False, path_type=Path))
+
+
+@site.command("build")
+@site_source
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("_site"),
+              show_default=True, help="Where the built site goes (emptied first).")
+@ca_bundle_option
+@common
+@pass_opts
+def site_build(opts: Opts, source: Path | None, out: Path, ca_bundle: Path | None) -> None:
+    """Build SOURCE (default: the inventory's website_source) and check every link."""
+    from ops import site as site_mod
+
+    if source is None:
+        source = site_mod.settings(opts.inventory).source
+    built = site_mod.build(source, out, ca_bundle=ca_bundle, log=opts.say)
+    pages = sum(1 for _ in out.rglob("*.html"))
+    click.echo(f"built {built.config.source} -> {out} ({pages} pages, baseurl "
+               f"{built.baseurl}, links ok) in {built.seconds:.1f} s")
+
+
+@site.command("deploy")
+@site_source
+@click.option("--keep", type=int, help="Releases kept per host (default: "
+              "website_keep_releases, 5).")
+@click.option("--force", is_flag=True, help="Upload even when the live release is the same.")
+@ca_bundle_option
+@common
+@pass_opts
+def site_deploy(opts: Opts, source: Path | None, keep: int | None, force: bool,
+                ca_bundle: Path | None) -> None:
+    """Build, upload a release to every web host, switch `current` to it atomically."""
+    from ops import site as site_mod
+
+    started = time.monotonic()
+    _, results = site_mod.deploy_site(opts.inventory, source, keep=keep, force=force,
+                                      ca_bundle=ca_bundle, log=opts.say)
+    _site_table(results)
+    click.echo(f"done in {time.monotonic() - started:.1f} s")
+
+
+@site.command("rollback")
+@common
+@pass_opts
+def site_rollback(opts: Opts) -> None:
+    """Switch every web host back to the release before the current one."""
+    from ops import site as site_mod
+
+    _site_table(site_mod.rollback(opts.inventory, log=opts.say))
+
+
+@site.command("archive")
+@click.argument("semester")
+@site_source
+@ca_bundle_option
+@common
+@pass_opts
+def site_archive(opts: Opts, semester: str, source: Path | None,
+                 ca_bundle: Path | None) -> None:
+    """Publish the site, built for <baseurl>/semesters/SEMESTER/, under that path."""
+    from ops import site as site_mod
+
+    _site_table(site_mod.archive(opts.inventory, semester, source, ca_bundle=ca_bundle,
+                                 log=opts.say))
+
+
+def _site_table(results: list[Any]) -> None:
+    t = Table("host", "release", "result", "pruned", "seconds")
+    for r in results:
+        t.add_row(r.host, r.release, r.action, str(len(r.pruned)), f"{r.seconds:.1f}")
+    out.print(t)
+
+
 # ---------------------------------------------------------------- verify / provision
 @cli.command("verify")
 @click.argument("area", required=False)
@@ -435,17 +520,31 @@ def provision(opts: Opts, check: bool, diff: bool, limit: str | None, tags: str 
 
     inv_mod.load(opts.inventory)  # a malformed inventory stops here, before any host
     ctx = sync_mod.load_context(opts.inventory, roster)
+    from ops import site as site_mod
+
+    # the website's inputs (website_*, the site's _config.yml) are checked before any host
+    site_wanted = site_mod.provision_wanted(opts.inventory) and not check and not limit \
+        and (not tags or "website" in tags.split(","))
     recaps: dict[str, machines.Recap] = {}
     failed_phase = ""
     if not skip_machines:
         opts.say("phase 1/3: machines (ansible-playbook playbooks/site.yml)")
+        from ops.images.commands import image_extra_vars
+
         argv = machines.playbook_argv(opts.inventory, check=check, diff=diff, limit=limit,
-                                      tags=tags, extra=extra, verbosity=opts.verbose)
+                                      tags=tags, extra=(*image_extra_vars(opts.inventory),
+                                                        *extra), verbosity=opts.verbose)
         if opts.verbose:
             err.print(f"$ {shlex.join(argv)}", markup=False)
         code, recaps = machines.run_playbook(argv, quiet=opts.quiet)
         if code != 0:
             failed_phase = f"ansible-playbook exited {code}"
+    if site_wanted and not failed_phase:
+        opts.say("phase 1/3: the course website (ops site deploy)")
+        try:
+            site_mod.deploy_site(opts.inventory, log=opts.say)
+        except OpsError as exc:
+            failed_phase = f"site deploy: {exc}"
     plans: dict[str, Any] = {}
     if not failed_phase:
         opts.say("phase 2/3: accounts")
@@ -463,7 +562,7 @@ def provision(opts: Opts, check: bool, diff: bool, limit: str | None, tags: str 
             plans = sync_mod.sync(ctx, confirm, progress=opts.say)
     _provision_table(recaps, plans)
     if failed_phase:
-        raise OpsError(f"provision failed: {failed_phase}", hint="see Ansible's output above")
+        raise OpsError(f"provision failed: {failed_phase}", hint="see the output above")
     if check:
         return
     opts.say("phase 3/3: verify")
@@ -521,3 +620,10 @@ def _show_traceback() -> None:
         opts = ctx.find_object(Opts) or opts
     if opts.verbose >= 2 or any(a.startswith("-vv") for a in sys.argv[1:]):
         err.print_exception()
+
+
+# ---------------------------------------------------------------- images
+# Defined in ops/images/commands.py (it imports the helpers above, so it comes last).
+from ops.images import commands as _images  # noqa: E402
+
+cli.add_command(_images.images)  # type: ignore[has-type]  # (circular by design)

@@ -20,6 +20,8 @@ SPEC_GROUPS: dict[str, tuple[str, ...]] = {
     "gpu_servers": ("gpu_servers",),
     "slurm": ("slurm_controller", "gpu_servers"),
     "slurm_accounting": ("slurm_controller",),
+    "registry": ("registry",),
+    "images": ("gpu_servers",),
     "website": ("web",),
 }
 #: area (what `ops verify AREA` takes) -> its specs
@@ -29,6 +31,7 @@ AREAS: dict[str, tuple[str, ...]] = {
     "gpu": ("gpu",),
     "gpu_servers": ("gpu_servers",),
     "slurm": ("slurm", "slurm_accounting"),
+    "images": ("registry", "images"),
     "website": ("website",),
 }
 

@@ -32,8 +32,7 @@ def docker_exec(node: str, *argv: str) -> str:
                           capture_output=True, text=True).stdout
 
 
-@pytest.fixture(scope="module")
-def lab_inventory(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+def _lab(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN202
     """A copy of inventory/lab with a lab name of its own, brought up; down at the end."""
     inv = tmp_path_factory.mktemp("inventory") / "lab"
     shutil.copytree(REPO_ROOT / "inventory" / "lab" / "group_vars", inv / "group_vars")
@@ -47,3 +46,31 @@ def lab_inventory(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
         yield inv
     finally:
         ops(inv, "lab", "down", check=False)
+
+
+@pytest.fixture(scope="module")
+def lab_inventory(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    """A lab of the module's own (the accounts tests break and mend it)."""
+    yield from _lab(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def shared_lab(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    """One lab for the provision, images and website modules (a converge costs minutes).
+
+    It has the same name as the accounts module's lab, which is down before this one
+    comes up: module fixtures end with their module, and the accounts module runs first.
+    """
+    yield from _lab(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def first_converge(shared_lab: Path) -> subprocess.CompletedProcess[str]:
+    """`ops -y provision` from scratch on the shared lab, once."""
+    return ops(shared_lab, "-y", "provision", timeout=1800)
+
+
+@pytest.fixture
+def provisioned_lab(shared_lab: Path, first_converge: subprocess.CompletedProcess[str]) -> Path:
+    """The shared lab's inventory, after its first converge."""
+    return shared_lab

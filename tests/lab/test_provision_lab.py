@@ -30,8 +30,9 @@ def recaps(p: subprocess.CompletedProcess[str]) -> dict[str, Recap]:
     return r
 
 
-def test_provision_converges_from_scratch(lab_inventory: Path) -> None:
-    p = ops(lab_inventory, "-y", "provision", timeout=1800)
+def test_provision_converges_from_scratch(
+        first_converge: subprocess.CompletedProcess[str]) -> None:
+    p = first_converge
     r = recaps(p)
     assert all(x.failed == 0 and x.unreachable == 0 for x in r.values())
     assert r["gpu1"].changed > 0 and r["gpu2"].changed > 0
@@ -46,25 +47,25 @@ def test_provision_converges_from_scratch(lab_inventory: Path) -> None:
             "install ok installed"
 
 
-def test_second_provision_changes_nothing(lab_inventory: Path) -> None:
-    p = ops(lab_inventory, "-y", "provision")
+def test_second_provision_changes_nothing(provisioned_lab: Path) -> None:
+    p = ops(provisioned_lab, "-y", "provision")
     r = recaps(p)
     assert {h: x.changed for h, x in r.items()} == {h: 0 for h in NODES}
     assert p.stdout.count("0 change(s)") == 3
 
 
-def test_check_mode_reports_no_change(lab_inventory: Path) -> None:
+def test_check_mode_reports_no_change(provisioned_lab: Path) -> None:
     before = docker_exec("gpu1", "stat", "-c", "%Y", "/etc/motd", "/etc/docker/daemon.json")
-    p = ops(lab_inventory, "provision", "--check", "--diff")
+    p = ops(provisioned_lab, "provision", "--check", "--diff")
     r = recaps(p)
     assert {h: x.changed for h, x in r.items()} == {h: 0 for h in NODES}
     assert docker_exec("gpu1", "stat", "-c", "%Y", "/etc/motd",
                        "/etc/docker/daemon.json") == before
 
 
-def test_gpu_checks_skip_with_the_reason(lab_inventory: Path, tmp_path: Path) -> None:
+def test_gpu_checks_skip_with_the_reason(provisioned_lab: Path, tmp_path: Path) -> None:
     junit = tmp_path / "gpu.xml"
-    ops(lab_inventory, "verify", "gpu", "--junit", str(junit))
+    ops(provisioned_lab, "verify", "gpu", "--junit", str(junit))
     cases = list(ET.parse(junit).getroot().iter("testcase"))
     skipped = [c.find("skipped") for c in cases if c.find("skipped") is not None]
     passed = [c for c in cases if c.find("skipped") is None and c.find("failure") is None]
@@ -74,30 +75,30 @@ def test_gpu_checks_skip_with_the_reason(lab_inventory: Path, tmp_path: Path) ->
         {"test_nouveau_is_not_loaded"}  # nvcc is not installed on Debian: that one skips
 
 
-def test_a_student_in_the_docker_group_is_caught_and_removed(lab_inventory: Path,
+def test_a_student_in_the_docker_group_is_caught_and_removed(provisioned_lab: Path,
                                                             tmp_path: Path) -> None:
     student = docker_exec("gpu1", "getent", "group", "course").strip().split(":")[3] \
         .split(",")[0]
     docker_exec("gpu1", "usermod", "-aG", "docker", student)
-    p = ops(lab_inventory, "verify", "gpu_servers", "--junit", str(tmp_path / "d.xml"),
+    p = ops(provisioned_lab, "verify", "gpu_servers", "--junit", str(tmp_path / "d.xml"),
             check=False)
     assert p.returncode == 1
     failed = [c.get("name", "") for c in ET.parse(tmp_path / "d.xml").getroot()
               .iter("testcase") if c.find("failure") is not None]
     assert failed == ["test_no_student_in_the_docker_group[ansible://gpu1]"]
-    ops(lab_inventory, "-y", "accounts", "sync")
+    ops(provisioned_lab, "-y", "accounts", "sync")
     assert student not in docker_exec("gpu1", "getent", "group", "docker")
-    ops(lab_inventory, "verify", "gpu_servers")
+    ops(provisioned_lab, "verify", "gpu_servers")
 
 
-def test_a_pending_reboot_is_reported(lab_inventory: Path) -> None:
+def test_a_pending_reboot_is_reported(provisioned_lab: Path) -> None:
     docker_exec("gpu2", "sh", "-c", "echo nvidia-driver > /run/reboot-required.pkgs && "
                                     "touch /run/reboot-required")
     try:
-        p = ops(lab_inventory, "verify", "common", check=False)
+        p = ops(provisioned_lab, "verify", "common", check=False)
         assert p.returncode == 1
         assert "reboot required (nvidia-driver)" in p.stdout
-        check = ops(lab_inventory, "provision", "--check", "--limit", "gpu2", check=False)
+        check = ops(provisioned_lab, "provision", "--check", "--limit", "gpu2", check=False)
         assert recaps_reboot(check) == {"gpu2"}
     finally:
         docker_exec("gpu2", "rm", "-f", "/run/reboot-required", "/run/reboot-required.pkgs")
@@ -145,13 +146,13 @@ def node_state(node: str) -> str:
     return docker_exec("ctl", "sinfo", "-h", "-n", node, "-o", "%T").strip()
 
 
-def test_a_student_runs_a_gpu_job(lab_inventory: Path) -> None:
+def test_a_student_runs_a_gpu_job(provisioned_lab: Path) -> None:
     pair, members = pairs_with_members()[0]
     r = as_student(members[0], f"srun -A {pair} --gres=gpu:1 -c 1 hostname")
     assert r.stdout.strip() in ("gpu1", "gpu2")
 
 
-def test_one_gpu_per_pair_and_pairs_run_side_by_side(lab_inventory: Path) -> None:
+def test_one_gpu_per_pair_and_pairs_run_side_by_side(provisioned_lab: Path) -> None:
     (p1, m1), (p2, m2) = [p for p in pairs_with_members() if len(p[1]) == 2][:2]
     submit = "sbatch --parsable -A {} --gres=gpu:1 -c 1 --wrap 'sleep 300'"
     first = as_student(m1[0], submit.format(p1)).stdout.strip()
@@ -168,7 +169,7 @@ def test_one_gpu_per_pair_and_pairs_run_side_by_side(lab_inventory: Path) -> Non
         docker_exec("ctl", "scancel", first, second, other)
 
 
-def test_a_user_not_on_the_roster_cannot_submit(lab_inventory: Path) -> None:
+def test_a_user_not_on_the_roster_cannot_submit(provisioned_lab: Path) -> None:
     docker_exec("ctl", "useradd", "-M", "stranger")
     try:
         r = as_student("stranger", "sbatch --gres=gpu:1 --wrap true", check=False)
@@ -178,7 +179,7 @@ def test_a_user_not_on_the_roster_cannot_submit(lab_inventory: Path) -> None:
         docker_exec("ctl", "userdel", "stranger")
 
 
-def test_a_lost_node_is_marked_down_and_comes_back(lab_inventory: Path) -> None:
+def test_a_lost_node_is_marked_down_and_comes_back(provisioned_lab: Path) -> None:
     pair, members = pairs_with_members()[0]
     docker_exec("gpu2", "systemctl", "stop", "slurmd")
     try:
@@ -192,7 +193,7 @@ def test_a_lost_node_is_marked_down_and_comes_back(lab_inventory: Path) -> None:
     assert node_state("gpu1") == "idle"
 
 
-def test_a_controller_restart_keeps_jobs_and_accounting(lab_inventory: Path) -> None:
+def test_a_controller_restart_keeps_jobs_and_accounting(provisioned_lab: Path) -> None:
     pair, members = pairs_with_members()[1]
     job = as_student(members[0], f"sbatch --parsable -A {pair} --gres=gpu:1 -c 1 "
                                  "--wrap 'sleep 300'").stdout.strip()
@@ -209,11 +210,11 @@ def test_a_controller_restart_keeps_jobs_and_accounting(lab_inventory: Path) -> 
         docker_exec("ctl", "scancel", job)
 
 
-def test_verify_slurm(lab_inventory: Path) -> None:
-    ops(lab_inventory, "verify", "slurm")
+def test_verify_slurm(provisioned_lab: Path) -> None:
+    ops(provisioned_lab, "verify", "slurm")
 
 
-def test_course_sbatch_runs_a_command_with_the_course_defaults(lab_inventory: Path) -> None:
+def test_course_sbatch_runs_a_command_with_the_course_defaults(provisioned_lab: Path) -> None:
     pair, members = pairs_with_members()[0]
     user = members[0]
     r = as_student(user, "cd ~ && course-sbatch --help | head -1 && "
@@ -229,7 +230,7 @@ def test_course_sbatch_runs_a_command_with_the_course_defaults(lab_inventory: Pa
     assert info.startswith(f"{pair}|") and "gres/gpu=1" in info and "cpu=2" in info
 
 
-def test_course_jupyter_prints_the_tunnel(lab_inventory: Path) -> None:
+def test_course_jupyter_prints_the_tunnel(provisioned_lab: Path) -> None:
     """With a stand-in `jupyter` (the course image brings the real one): the tool submits,
     waits for the URL in the job's log, and prints the tunnel and the tokened URL."""
     pair, members = pairs_with_members()[0]
@@ -248,26 +249,26 @@ def test_course_jupyter_prints_the_tunnel(lab_inventory: Path) -> None:
 
 
 def test_a_student_who_leaves_loses_the_association_not_the_history(
-        lab_inventory: Path) -> None:
+        provisioned_lab: Path) -> None:
     _pair, members = pairs_with_members()[1]
     user = members[0]  # ran a job in the controller-restart test
     assert user in docker_exec("ctl", "sacct", "-n", "-X", "-P", "-a", "-o", "user",
                                "-S", "2000-01-01")
-    state = (lab_inventory / "state" / "accounts.json").read_text()
+    state = (provisioned_lab / "state" / "accounts.json").read_text()
     sid = next(k for k, r in json.loads(state)["students"].items()
                if r["username"] == user)
-    roster = lab_inventory / "roster.csv"
+    roster = provisioned_lab / "roster.csv"
     rows = list(csv.DictReader(io.StringIO(roster.read_text("utf-8"))))
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
     w.writeheader()
     w.writerows(r for r in rows if r["student_id"] != sid)
     roster.write_text(buf.getvalue(), "utf-8")
-    ops(lab_inventory, "-y", "accounts", "sync")
+    ops(provisioned_lab, "-y", "accounts", "sync")
     assert docker_exec("ctl", "sacctmgr", "-nP", "show", "assoc", "where", f"user={user}",
                        "format=account").strip() == ""
     assert user in docker_exec("ctl", "sacct", "-n", "-X", "-P", "-a", "-o", "user",
                                "-S", "2000-01-01")  # job history kept
     r = as_student(user, "sbatch --wrap true", check=False)
     assert r.returncode != 0  # locked out of Slurm as well
-    ops(lab_inventory, "verify", "slurm")
+    ops(provisioned_lab, "verify", "slurm")

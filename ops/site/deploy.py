@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import shlex
 import subprocess
 import tarfile
@@ -108,7 +109,7 @@ def ssh_argv(host: Host, script: str, *args: str) -> list[str]:
     key = host.vars.get("ansible_ssh_private_key_file") or host.vars.get(
         "ansible_private_key_file")
     if key:
-        argv += ["-i", str(key)]
+        argv += ["-i", os.path.expanduser(str(key))]
     argv += shlex.split(str(host.vars.get("ansible_ssh_common_args", "")))
     argv += shlex.split(str(host.vars.get("ansible_ssh_extra_args", "")))
     remote = ["sh", "-c", script, "sh", *args]

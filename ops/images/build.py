@@ -144,7 +144,7 @@ def labels(p: Prepared) -> dict[str, str]:
 
 def build(client: Any, p: Prepared, *, wheelhouse: Path | None, offline: bool = False,
           exists_elsewhere: Callable[[str], str | None] | None = None,
-          force: bool = False, log: Log = _LOG.info,
+          force: bool = False, nocache: bool = False, log: Log = _LOG.info,
           progress: Callable[[int, int, str], None] | None = None) -> Built:
     """Build ``p`` unless its tag exists here (or where ``exists_elsewhere`` says)."""
     if not force:
@@ -174,7 +174,7 @@ def build(client: Any, p: Prepared, *, wheelhouse: Path | None, offline: bool = 
         log(f"building {p.ref}" + (f" offline from {wheelhouse}" if wheelhouse else ""))
         stream = client.api.build(
             fileobj=_context_tar(p.files), custom_context=True, tag=p.ref, rm=True,
-            forcerm=True, pull=False, network_mode="host", buildargs=buildargs,
+            forcerm=True, pull=False, nocache=nocache, network_mode="host", buildargs=buildargs,
             labels=labels(p), decode=True, timeout=_BUILD_TIMEOUT,
         )
         _follow(stream, built, log, progress)

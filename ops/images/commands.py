@@ -90,15 +90,37 @@ def lock_cmd(opts: Opts, variants: tuple[str, ...], upgrade: tuple[str, ...],
                   f" ({'changed' if changed else 'unchanged'})")
 
 
+def _wheelhouse_option(required: bool) -> Any:
+    return click.option(
+        "--wheelhouse", type=click.Path(file_okay=False, path_type=Path), required=required,
+        default=lambda: os.environ.get("OPS_WHEELHOUSE") or None,
+        help="A directory of wheels (default: $OPS_WHEELHOUSE)." + (
+            "" if required else " The build installs from it only, after fetching what it "
+            "lacks unless --offline; without one, from PyPI."))
+
+
+@images.command("fetch")
+@variant_option
+@_wheelhouse_option(required=True)
+@common
+@pass_opts
+def fetch_cmd(opts: Opts, variants: tuple[str, ...], wheelhouse: Path) -> None:
+    """Download every wheel the lock pins into the wheelhouse (for offline builds)."""
+    from ops.images import wheelhouse as wh
+
+    spec, chosen = _spec_and_variants(variants)
+    for variant in chosen:
+        lock = spec_mod.parse_lock(spec.lock_path(variant.name))
+        wh.fill(wheelhouse, lock, opts.say)
+        out.print(f"{variant.name}: {wheelhouse} holds all {len(lock.packages)} pinned wheels")
+
+
 @images.command("build")
 @variant_option
 @click.option("--if-changed", is_flag=True,
               help="Skip a variant whose tag is already here or in the course registry.")
 @click.option("--force", is_flag=True, help="Build even when the tag exists.")
-@click.option("--wheelhouse", type=click.Path(file_okay=False, path_type=Path),
-              default=lambda: os.environ.get("OPS_WHEELHOUSE") or None,
-              help="Install from this directory of wheels (fetched into it first unless "
-                   "--offline). Default: $OPS_WHEELHOUSE; without one, from PyPI.")
+@_wheelhouse_option(required=False)
 @click.option("--offline", is_flag=True, help="Never download: the wheelhouse must have all.")
 @click.option("--ca-bundle", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="A CA certificate the image must trust (an intercepting proxy).")
@@ -119,7 +141,7 @@ def build_cmd(opts: Opts, variants: tuple[str, ...], if_changed: bool, force: bo
     spec, chosen = _spec_and_variants(variants)
     client = _client()
     registry = _registry_or_none(opts, spec) if if_changed else None
-    rows = []
+    rows: list[tuple[str, str, str, str]] = []
     for variant in chosen:
         p = build_mod.prepare(client, spec, variant, cuda=_cuda(opts), uid=uid,
                               ca_bundle=ca_bundle, log=opts.say)
@@ -250,10 +272,13 @@ def image_extra_vars(inventory: Path) -> tuple[str, ...]:
 
 
 @images.command("status")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
 @common
 @pass_opts
-def status_cmd(opts: Opts) -> None:
+def status_cmd(opts: Opts, fmt: str) -> None:
     """The wanted tag of each variant, what the registry has, what each GPU server has."""
+    import json
+
     from ops.images import build as build_mod
     from ops.images import registry as reg
 
@@ -263,16 +288,26 @@ def status_cmd(opts: Opts) -> None:
     state = reg.load_state(opts.inventory)
     in_registry = set(registry.tags())
     on_servers = reg.server_images(opts.inventory, f"{registry.address}/{spec.repository}")
-    t = Table("variant", "this checkout", "built here", "pushed (state)", "in registry",
-              *on_servers)
+    rows: list[dict[str, Any]] = []
     for variant in spec.variants.values():
         try:
             p = build_mod.prepare(client, spec, variant, cuda=_cuda(opts), log=lambda _: None)
             wanted, here = p.tag, build_mod.exists_locally(client, p.ref)
         except OpsError as exc:
             wanted, here = f"({exc.message[:40]})", False
-        pushed = state.get(variant.name, {}).get("tag", "-")
-        t.add_row(variant.name, wanted, "yes" if here else "no", pushed,
-                  "yes" if pushed in in_registry else "no",
-                  *("yes" if pushed in tags else "[red]no[/]" for tags in on_servers.values()))
+        pushed = state.get(variant.name, {}).get("tag")
+        rows.append({
+            "variant": variant.name, "checkout": wanted, "built_here": here,
+            "pushed": pushed, "in_registry": pushed in in_registry,
+            "servers": {h: pushed in tags for h, tags in on_servers.items()},
+        })
+    if fmt == "json":
+        out.print_json(json.dumps(rows))
+        return
+    t = Table("variant", "this checkout", "built here", "pushed (state)", "in registry",
+              *on_servers)
+    for r in rows:
+        t.add_row(r["variant"], r["checkout"], "yes" if r["built_here"] else "no",
+                  r["pushed"] or "-", "yes" if r["in_registry"] else "no",
+                  *("yes" if ok else "[red]no[/]" for ok in r["servers"].values()))
     out.print(t)

@@ -1,0 +1,106 @@
+"""The course image end to end on the lab, through the real CLI: fetch the wheels, build
+the cpu variant offline, build again (up to date), smoke-test it, push it to the lab's
+registry, pull it on gpu1/gpu2 by digest, and `ops verify images`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from ops.images import spec as spec_mod
+from tests.lab.conftest import docker_exec, ops
+
+pytestmark = pytest.mark.lab
+WHEELHOUSE = Path(os.environ.get("OPS_WHEELHOUSE")
+                  or Path.home() / ".cache" / "course-ops" / "wheelhouse")
+SPEC = spec_mod.load()
+
+
+def local_tags() -> set[str]:
+    out = subprocess.run(["docker", "image", "ls", "--format", "{{.Tag}}", SPEC.repository],
+                         capture_output=True, text=True, check=True).stdout
+    return set(out.split())
+
+
+@pytest.fixture(scope="module")
+def built(provisioned_lab: Path) -> str:
+    """The cpu variant, fetched then built offline; its tag."""
+    ops(provisioned_lab, "images", "fetch", "--variant", "cpu", "--wheelhouse",
+        str(WHEELHOUSE), timeout=1800)
+    p = ops(provisioned_lab, "images", "build", "--variant", "cpu", "--wheelhouse",
+            str(WHEELHOUSE), "--offline", timeout=3600)
+    said = p.stdout + p.stderr
+    assert "offline from" in said or "up to date" in said, said[-2000:]
+    tag = next(t for t in local_tags() if t.startswith("torch") and "-cpu-" in t)
+    return tag
+
+
+def test_the_build_is_tagged_by_content_with_labels(built: str) -> None:
+    inspect = json.loads(subprocess.run(["docker", "image", "inspect",
+                                         f"{SPEC.repository}:{built}"], capture_output=True,
+                                        text=True, check=True).stdout)[0]
+    labels = inspect["Config"]["Labels"]
+    assert labels["course-ops.variant"] == "cpu"
+    assert built.endswith(labels["course-ops.content-hash"][:12])
+    assert labels["org.opencontainers.image.version"] == built
+    assert labels["course-ops.torch"] == "2.13.0+cpu"
+    assert inspect["Config"]["User"] == f"{SPEC.uid}:{SPEC.gid}"
+    manifest = json.loads((SPEC.dir / "build" / "cpu" / f"{built}.json").read_text())
+    assert any(line.startswith("torch==2.13.0") for line in manifest["pip"])
+    assert any(line.startswith("python3=") for line in manifest["apt"])
+
+
+def test_building_again_is_up_to_date(provisioned_lab: Path, built: str) -> None:
+    p = ops(provisioned_lab, "images", "build", "--variant", "cpu", "--if-changed",
+            "--wheelhouse", str(WHEELHOUSE), "--offline")
+    assert "up to date" in p.stderr
+    assert "building course-ops/course" not in p.stderr
+
+
+def test_smoke_tests_pass_and_leave_no_container(provisioned_lab: Path, built: str) -> None:
+    p = ops(provisioned_lab, "images", "test", "--variant", "cpu", timeout=900)
+    assert "Jupyter wants the token" in p.stdout
+    assert "FAILED" not in p.stdout
+    left = subprocess.run(["docker", "ps", "-aq", "--filter", "label=course-ops.smoke"],
+                          capture_output=True, text=True, check=True).stdout
+    assert left.strip() == ""
+
+
+def test_push_then_every_gpu_server_pulls_it(provisioned_lab: Path, built: str) -> None:
+    ops(provisioned_lab, "images", "push", "--variant", "cpu", timeout=1800)
+    state = json.loads((provisioned_lab / "state" / "images.json").read_text())
+    assert state["variants"]["cpu"]["tag"] == built
+    assert state["variants"]["cpu"]["digest"].startswith("sha256:")
+    ops(provisioned_lab, "images", "pull", timeout=1800)
+    for node in ("gpu1", "gpu2"):
+        tags = docker_exec(node, "docker", "image", "ls", "--format",
+                           "{{.Repository}}:{{.Tag}}")
+        assert f"ctl:5000/{SPEC.repository}:{built}" in tags.split()
+    ops(provisioned_lab, "verify", "images")
+
+
+def test_a_second_push_sends_nothing(provisioned_lab: Path, built: str) -> None:
+    p = ops(provisioned_lab, "images", "push", "--variant", "cpu")
+    assert "is already in the registry" in p.stderr
+
+
+def test_status_shows_every_server_up_to_date(provisioned_lab: Path, built: str) -> None:
+    rows = json.loads(ops(provisioned_lab, "images", "status", "--format", "json").stdout)
+    cpu = next(r for r in rows if r["variant"] == "cpu")
+    assert cpu["checkout"] == cpu["pushed"] == built
+    assert cpu["built_here"] and cpu["in_registry"]
+    assert cpu["servers"] == {"gpu1": True, "gpu2": True}
+
+
+def test_a_server_missing_the_image_fails_verify(provisioned_lab: Path, built: str) -> None:
+    ref = f"ctl:5000/{SPEC.repository}:{built}"
+    docker_exec("gpu2", "docker", "image", "rm", ref)
+    p = ops(provisioned_lab, "verify", "images", check=False)
+    assert p.returncode == 1
+    ops(provisioned_lab, "images", "pull")
+    assert ref in docker_exec("gpu2", "docker", "image", "ls", "--format",
+                              "{{.Repository}}:{{.Tag}}").split()

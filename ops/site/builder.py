@@ -162,13 +162,17 @@ def parse_errors(output: str, source: Path) -> InputError | OpsError | None:
             return InputError(where, int(m["line"]) if m["line"] else None,
                               f"front matter is not valid YAML: {m['msg'].rstrip(',')}",
                               hint="fix the indentation or quoting between the --- lines")
-    if any("read_config_file" in ln or "Psych::SyntaxError" in ln for ln in lines):
-        for ln in lines:
-            m = _PSYCH.search(ln)
-            if m:
-                return InputError(source / "_config.yml", int(m["line"]),
-                                  f"not valid YAML: {m['msg']}",
-                                  hint="fix the indentation or quoting there")
+    in_config = any("read_config_file" in ln for ln in lines)
+    for ln in lines:
+        m = _PSYCH.search(ln)
+        if m and in_config:
+            return InputError(source / "_config.yml", int(m["line"]),
+                              f"not valid YAML: {m['msg']}",
+                              hint="fix the indentation or quoting there")
+        if m:
+            return OpsError(f"jekyll failed: a YAML file of {source} is not valid: "
+                            f"{m['msg']} at line {m['line']}",
+                            hint="check _data/ and the front matter of the pages")
     for ln in lines:
         m = _GENERIC.match(ln)
         if m:

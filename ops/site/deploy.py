@@ -122,6 +122,7 @@ def _ssh(host: Host, script: str, *args: str, stdin: bytes | None = None,
          what: str) -> dict[str, list[str]]:
     argv = ssh_argv(host, script, *args)
     _LOG.info("$ %s", shlex.join(argv[:-1] + ["<script>", *args]))
+    _LOG.debug("the script: %s", argv[-1])
     try:
         done = subprocess.run(argv, input=stdin, capture_output=True, timeout=SSH_TIMEOUT,
                               check=False)

@@ -92,7 +92,17 @@ def load(source: Path) -> SiteConfig:
     if not isinstance(title, str) or not title.strip():
         raise InputError(cfg_file, title_line, "title is not set",
                          hint="add title: \"<the course's name>\"")
+    check_data_files(source)
     return SiteConfig(source, title.strip(), baseurl, staff_names(source))
+
+
+def check_data_files(source: Path) -> None:
+    """Every ``_data`` YAML file parses (Jekyll's own error would not name the file)."""
+    data = source / "_data"
+    if data.is_dir():
+        for path in sorted(data.rglob("*")):
+            if path.suffix in (".yml", ".yaml") and path.is_file():
+                _compose(path)
 
 
 def staff_names(source: Path) -> list[str]:

@@ -332,3 +332,21 @@ def test_opserror_for_broken_links_names_page_and_link() -> None:
     p = links.LinkProblem("info/index.html", "/cs/nope/", "no such page or file in the build")
     assert str(p) == "info/index.html: /cs/nope/ (no such page or file in the build)"
     assert issubclass(InputError, OpsError)
+
+
+def test_a_data_file_yaml_error_names_that_file(tmp_path: Path) -> None:
+    shutil.copytree(EXAMPLE, tmp_path / "s")
+    data = tmp_path / "s" / "_data" / "schedule.yml"
+    n = len(data.read_text().splitlines())
+    data.write_text(data.read_text() + "- week: [8\n  date: x\n")
+    with pytest.raises(InputError) as e:
+        source.load(tmp_path / "s")
+    assert (e.value.path, e.value.line) == (str(data), n + 2)  # where PyYAML sees it
+
+
+def test_a_psych_error_outside_the_config_does_not_blame_the_config(tmp_path: Path) -> None:
+    out = "/usr/lib/ruby/3.1.0/psych.rb:455:in `parse': (<unknown>): did not find expected " \
+          "',' or ']' while parsing a flow sequence at line 6 column 12 (Psych::SyntaxError)\n"
+    err = builder.parse_errors(out, tmp_path)
+    assert err is not None and not isinstance(err, InputError)
+    assert "at line 6" in str(err) and "_config.yml" not in str(err)

@@ -45,13 +45,14 @@ def changed_copy(tmp: Path) -> Path:
 def baseline_copy(inv: Path, built: Path) -> float:
     """Ansible's copy module, the same files to a scratch directory of the web host."""
     hosts = str(inv / "hosts.yml")
+    ansible = shutil.which("ansible", path=str(Path(sys.executable).parent)) or "ansible"
     env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg")}
     t0 = time.monotonic()
-    subprocess.run(["ansible", "web", "-i", hosts, "-m", "ansible.builtin.copy", "-a",
+    subprocess.run([ansible, "web", "-i", hosts, "-m", "ansible.builtin.copy", "-a",
                     f"src={built}/ dest={BASELINE_DEST}/ mode=preserve"],
                    check=True, capture_output=True, env=env, cwd=REPO)
     took = time.monotonic() - t0
-    subprocess.run(["ansible", "web", "-i", hosts, "-m", "ansible.builtin.file", "-a",
+    subprocess.run([ansible, "web", "-i", hosts, "-m", "ansible.builtin.file", "-a",
                     f"path={BASELINE_DEST} state=absent"],
                    check=True, capture_output=True, env=env, cwd=REPO)
     return took

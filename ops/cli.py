@@ -401,7 +401,7 @@ def site_build(opts: Opts, source: Path | None, out: Path, ca_bundle: Path | Non
     from ops import site as site_mod
 
     if source is None:
-        source = site_mod.settings(opts.inventory).source
+        source = site_mod.source_from_vars(opts.inventory)
     built = site_mod.build(source, out, ca_bundle=ca_bundle, log=opts.say)
     pages = sum(1 for _ in out.rglob("*.html"))
     click.echo(f"built {built.config.source} -> {out} ({pages} pages, baseurl "

@@ -108,6 +108,15 @@ def resolve_source(inventory_dir: Path, value: str) -> Path:
     return (inventory_dir / p).resolve()
 
 
+def source_from_vars(inventory_dir: Path) -> Path:
+    """``website_source`` of the inventory's group_vars (no hosts needed)."""
+    value = inv_mod.load_vars_only(inventory_dir).get("website_source")
+    if not value:
+        raise UsageError(f"{inventory_dir / 'group_vars'}: website_source is not set",
+                         hint="pass the site's directory: ops site build SOURCE")
+    return resolve_source(inventory_dir.resolve(), str(value))
+
+
 def settings(inventory_dir: Path, src: Path | None = None, keep: int | None = None) -> Settings:
     """The web hosts and ``website_*`` settings, checked (file:line) before any host."""
     inv = inv_mod.load(inventory_dir)

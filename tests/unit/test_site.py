@@ -350,3 +350,16 @@ def test_a_psych_error_outside_the_config_does_not_blame_the_config(tmp_path: Pa
     err = builder.parse_errors(out, tmp_path)
     assert err is not None and not isinstance(err, InputError)
     assert "at line 6" in str(err) and "_config.yml" not in str(err)
+
+
+def test_provision_checks_the_website_inputs_before_any_host(tmp_path: Path) -> None:
+    from ops.site import provision_wanted
+
+    assert provision_wanted(_inventory(tmp_path / "a", "")) is True
+    with pytest.raises(InputError):
+        provision_wanted(_inventory(tmp_path / "b", "website_keep_releases: 0\n"))
+    with pytest.raises(InputError):
+        provision_wanted(_inventory(tmp_path / "c", "website_baseurl: /elsewhere\n"))
+    inv = _inventory(tmp_path / "d", "")
+    (inv / "group_vars" / "all.yml").write_text("course_code: x\n")
+    assert provision_wanted(inv) is False

@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
+import string
 import tempfile
 import time
 from collections.abc import Callable
@@ -41,12 +43,41 @@ def _templated_path(value: str, inventory_dir: Path) -> Path:
     return path if path.is_absolute() else inventory_dir / path
 
 
+def ensure_password(path: Path) -> str:
+    """The registry password, made on first use: 32 letters and digits, file 0600.
+
+    The same file and format as Ansible's ``password`` lookup in role ``registry``, so
+    whichever runs first makes it and both agree.
+    """
+    try:
+        return path.read_text(encoding="utf-8").split()[0]
+    except FileNotFoundError:
+        pass
+    except (OSError, IndexError) as exc:
+        raise InputError(path, None, f"cannot read the registry password: {exc}",
+                         hint="delete the file; the next `ops provision` makes a new one"
+                         ) from None
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    password = "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(32))
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(password + "\n")
+    return password
+
+
 @dataclass(frozen=True)
 class Registry:
     address: str  # how the GPU servers reach it: host:port
     push_address: str  # how this machine reaches it
     ca: Path | None  # the CA that signed its certificate (None: the system's)
     repository: str
+    user: str = ""
+    password_file: Path | None = None
+
+    def auth(self) -> tuple[str, str] | None:
+        if self.password_file is None:
+            return None
+        return self.user, ensure_password(self.password_file)
 
     def url(self, path: str) -> str:
         return f"https://{self.push_address}/v2/{path}"
@@ -61,11 +92,14 @@ class Registry:
         """The repository's tags in the registry ([] when it has none yet)."""
         try:
             r = requests.get(self.url(f"{self.repository}/tags/list"), timeout=10,
-                             verify=str(self.ca) if self.ca else True)
+                             verify=str(self.ca) if self.ca else True, auth=self.auth())
         except requests.RequestException as exc:
             raise RemoteError(f"registry {self.push_address} does not answer: "
                               f"{type(exc).__name__}",
                               hint="is it provisioned? `ops provision`") from None
+        if r.status_code == 401:
+            raise RemoteError(f"registry {self.push_address} refused our password",
+                              hint="is the password file the one `ops provision` used?")
         if r.status_code == 404:
             return []
         if r.status_code != 200:
@@ -78,7 +112,7 @@ class Registry:
         try:
             r = requests.head(
                 self.url(f"{self.repository}/manifests/{tag}"), timeout=10,
-                verify=str(self.ca) if self.ca else True,
+                verify=str(self.ca) if self.ca else True, auth=self.auth(),
                 headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"},
             )
         except requests.RequestException:
@@ -103,7 +137,11 @@ def from_inventory(inventory_dir: Path, repository: str) -> Registry:
                or (f"127.0.0.1:{published}" if published else address))
     ca_value = host.vars.get("tls_ca_certificate")
     ca = _templated_path(str(ca_value), inv.dir) if ca_value else None
-    return Registry(address, push, ca, repository)
+    password_file = _templated_path(
+        str(host.vars.get("registry_password_file",
+                          "{{ inventory_dir }}/.secrets/registry-password")), inv.dir)
+    user = str(host.vars.get("registry_user", "course-ops"))
+    return Registry(address, push, ca, repository, user, password_file)
 
 
 # --------------------------------------------------------------------------- pushing
@@ -117,7 +155,10 @@ def push(client: Any, registry: Registry, local_ref: str, tag: str, log: Log) ->
     last: dict[str, Any] = {}
     layers: dict[str, str] = {}
     started = time.monotonic()
-    for chunk in client.api.push(target, tag=tag, stream=True, decode=True):
+    auth = registry.auth()
+    auth_config = {"username": auth[0], "password": auth[1]} if auth else None
+    for chunk in client.api.push(target, tag=tag, stream=True, decode=True,
+                                 auth_config=auth_config):
         if "error" in chunk:
             raise RemoteError(f"push to {registry.push_address} failed: "
                               f"{str(chunk['error']).strip()}",

@@ -22,10 +22,18 @@ def test_registry_listens(host, port) -> None:  # noqa: ANN001
         host.socket(f"tcp://:::{port}").is_listening
 
 
-def test_registry_answers_the_v2_api_over_tls(host, port) -> None:  # noqa: ANN001
+def test_registry_answers_over_tls_and_wants_a_password(host, port) -> None:  # noqa: ANN001
     r = host.run("curl -sS -o /dev/null -w '%%{http_code}' --cacert "
                  "/etc/docker/registry/tls/server.crt https://localhost:%s/v2/", port)
-    assert r.stdout.strip() == "200", r.stderr
+    assert r.stdout.strip() == "401", r.stderr  # TLS verified; anonymous requests refused
+
+
+def test_registry_has_its_user(host, inventory_vars) -> None:  # noqa: ANN001
+    htpasswd = host.file("/etc/docker/registry/htpasswd")
+    assert htpasswd.mode & 0o007 == 0
+    user = str(inventory_vars.get("registry_user", "course-ops"))
+    assert host.run("grep -c '^%s:\\$2[aby]\\$' /etc/docker/registry/htpasswd",
+                    user).stdout.strip() == "1"
 
 
 def test_registry_refuses_plain_http(host, port) -> None:  # noqa: ANN001

@@ -271,3 +271,39 @@ def test_wheelhouse_missing_matches_by_hash(tmp_path: Path) -> None:
     assert [p.name for p in wh.missing(tmp_path, bad)] == ["tqdm"]
     wheel.write_bytes(b"another wheel")  # the cached hash must not be trusted
     assert [p.name for p in wh.missing(tmp_path, ok)] == ["tqdm"]
+
+
+# ------------------------------------------------------------------ the registry
+
+
+def test_registry_password_is_made_once_private(tmp_path: Path) -> None:
+    import stat
+
+    from ops.images import registry as reg
+
+    path = tmp_path / ".secrets" / "registry-password"
+    first = reg.ensure_password(path)
+    assert re.fullmatch(r"[A-Za-z0-9]{32}", first)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert reg.ensure_password(path) == first
+
+
+def test_registry_from_the_lab_inventory_pushes_through_loopback(tmp_path: Path) -> None:
+    from ops.images import registry as reg
+
+    inv = tmp_path / "inv"
+    (inv / "group_vars").mkdir(parents=True)
+    (inv / "group_vars" / "all.yml").write_text(
+        'tls_ca_certificate: "{{ inventory_dir }}/.lab/tls/ca.crt"\n'
+        'registry_password_file: "{{ inventory_dir }}/.lab/registry-password"\n')
+    (inv / "hosts.yml").write_text(
+        "all:\n  children:\n    registry:\n      hosts:\n"
+        "        ctl: {ansible_host: 127.0.0.1, ansible_port: 2222, "
+        "lab_ports: {80: 1, 443: 2, 5000: 40005}}\n")
+    r = reg.from_inventory(inv, "course-ops/course")
+    assert r.address == "ctl:5000"
+    assert r.push_address == "127.0.0.1:40005"
+    assert r.ca == inv.resolve() / ".lab" / "tls" / "ca.crt"
+    assert r.password_file == inv.resolve() / ".lab" / "registry-password"
+    assert r.server_ref("t1") == "ctl:5000/course-ops/course:t1"

@@ -76,7 +76,7 @@ def main() -> None:
     t0 = time.monotonic()
     p = build_mod.prepare(client, spec, variant, cuda=str(cuda), log=print)
     base_seconds = time.monotonic() - t0
-    wh.fill(args.wheelhouse, p.lock, print)
+    wh.fill(args.wheelhouse, p.lock, print, python=spec.python, platform=spec.platform)
 
     print(f"cold build of {p.ref} (no layer cache) ...", flush=True)
     cold = build_mod.build(client, p, wheelhouse=args.wheelhouse, offline=True, force=True,

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -101,6 +102,15 @@ def _names(cert: x509.Certificate) -> set[str]:
     }
 
 
+def _issued_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
+    """Signed by this CA's key (not merely one with the same name, as a remade CA has)."""
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
 def _general_names(names: Sequence[str]) -> list[x509.GeneralName]:
     out: list[x509.GeneralName] = []
     for name in names:
@@ -132,6 +142,8 @@ def _ensure_ca(
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + CA_LIFETIME)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
+                       critical=False)
         .add_extension(
             x509.KeyUsage(
                 digital_signature=False, content_commitment=False, key_encipherment=False,
@@ -159,7 +171,7 @@ def ensure(directory: Path, names: Sequence[str], *, label: str, log: Log) -> Tl
         cert is not None
         and f.key.exists()
         and _valid(cert)
-        and cert.issuer == ca_cert.subject
+        and _issued_by(cert, ca_cert)
         and _names(cert) == set(names)
     ):
         return f
@@ -178,6 +190,12 @@ def ensure(directory: Path, names: Sequence[str], *, label: str, log: Log) -> Tl
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
             x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
+                       critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+            critical=False,
         )
         .sign(ca_key, hashes.SHA256())
     )

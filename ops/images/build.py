@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import docker.errors
+import requests.exceptions
 
 from ops import REPO_ROOT, __version__, lab
 from ops.errors import OpsError
@@ -62,26 +63,33 @@ class Built:
     log: list[str] = field(default_factory=list)
 
 
-def ensure_base(client: Any, spec: ImageSpec, log: Log) -> tuple[str, str]:
-    """The base image (made with debootstrap when the spec says so): its name and id."""
+def ensure_base(client: Any, spec: ImageSpec, log: Log, *, make: bool = True) -> tuple[str, str]:
+    """The base image (made with debootstrap when the spec says so): its name and id.
+
+    ``make=False`` only looks: a missing base is an error, never minutes of debootstrap.
+    """
     if spec.base_debootstrap is not None:
-        name = lab.ensure_base_image(client, log=log, image_dir=spec.base_debootstrap,
-                                     repository=BASE_REPOSITORY, changes=BASE_CHANGES)
+        if make:
+            name = lab.ensure_base_image(client, log=log, image_dir=spec.base_debootstrap,
+                                         repository=BASE_REPOSITORY, changes=BASE_CHANGES)
+        else:
+            name = lab.base_image_tag(spec.base_debootstrap, BASE_REPOSITORY, BASE_CHANGES)
     else:
         name = str(spec.base_image)
     try:
         return name, client.images.get(name).id
     except docker.errors.ImageNotFound:
-        raise OpsError(f"base image {name} is not on this machine",
-                       hint=f"`docker pull {name}` (or load it), then build again") from None
+        hint = ("`ops images build` makes it" if spec.base_debootstrap is not None
+                else f"`docker pull {name}` (or load it), then build again")
+        raise OpsError(f"base image {name} is not on this machine", hint=hint) from None
 
 
 def prepare(client: Any, spec: ImageSpec, variant: Variant, *, cuda: str | None,
             uid: int | None = None, ca_bundle: Path | None = None,
-            log: Log = _LOG.info) -> Prepared:
+            log: Log = _LOG.info, make_base: bool = True) -> Prepared:
     lock = spec_mod.parse_lock(spec.lock_path(variant.name))
     spec_mod.check_lock(spec, variant, lock, cuda)
-    base, base_id = ensure_base(client, spec, log)
+    base, base_id = ensure_base(client, spec, log, make=make_base)
     bundle = ca_bundle.read_bytes() if ca_bundle else None
     files = spec_mod.render(spec, variant, lock, base=base, uid=uid, ca_bundle=bundle)
     digest = spec_mod.content_hash(files, base_id)
@@ -149,6 +157,7 @@ def build(client: Any, p: Prepared, *, wheelhouse: Path | None, offline: bool = 
     """Build ``p`` unless its tag exists here (or where ``exists_elsewhere`` says)."""
     if not force:
         if exists_locally(client, p.ref):
+            client.images.get(p.ref).tag(p.spec.repository, p.variant.name)
             return Built(p, skipped=f"{p.ref} exists on this machine")
         where = exists_elsewhere(p.tag) if exists_elsewhere else None
         if where:
@@ -158,7 +167,7 @@ def build(client: Any, p: Prepared, *, wheelhouse: Path | None, offline: bool = 
     if wheelhouse is not None:
         wheelhouse = wheelhouse.resolve()
         if offline:
-            left = wh.missing(wheelhouse, p.lock)
+            left = wh.missing(wheelhouse, p.lock, p.spec.python, p.spec.platform)
             if left:
                 raise OpsError(
                     f"{wheelhouse} has no wheel for {left[0].name}=={left[0].version} "
@@ -166,7 +175,7 @@ def build(client: Any, p: Prepared, *, wheelhouse: Path | None, offline: bool = 
                     f"{wheelhouse} has no wheel for {left[0].name}=={left[0].version}",
                     hint="drop --offline to fetch them, or add them to the wheelhouse")
         else:
-            wh.fill(wheelhouse, p.lock, log)
+            wh.fill(wheelhouse, p.lock, log, python=p.spec.python, platform=p.spec.platform)
     built = Built(p)
     with (wh.serve(wheelhouse) if wheelhouse else _no_server()) as url:
         if url:
@@ -177,8 +186,16 @@ def build(client: Any, p: Prepared, *, wheelhouse: Path | None, offline: bool = 
             forcerm=True, pull=False, nocache=nocache, network_mode="host", buildargs=buildargs,
             labels=labels(p), decode=True, timeout=_BUILD_TIMEOUT,
         )
-        _follow(stream, built, log, progress)
-    image = client.images.get(p.ref)
+        try:
+            _follow(stream, built, log, progress)
+        except requests.exceptions.RequestException as exc:
+            raise OpsError(f"the Docker engine stopped answering during the build: "
+                           f"{type(exc).__name__}", hint="see the engine's log") from None
+    try:
+        image = client.images.get(p.ref)
+    except docker.errors.ImageNotFound:
+        raise OpsError(f"the build ended without making {p.ref}",
+                       hint="run again with -v to see every build line") from None
     built.image_id = image.id
     image.tag(p.spec.repository, p.variant.name)  # a moving convenience tag, never pushed
     built.seconds = time.monotonic() - started
@@ -201,8 +218,8 @@ def _follow(stream: Iterable[dict[str, Any]], built: Built, log: Log,
         if "error" in chunk:
             tail = "\n".join(built.log[-15:])
             _LOG.error("last build output:\n%s", tail)
-            raise OpsError(f"build failed at {last_step or 'the start'}: "
-                           f"{str(chunk['error']).strip().splitlines()[-1]}",
+            lines = str(chunk["error"]).strip().splitlines() or ["(no message)"]
+            raise OpsError(f"build failed at {last_step or 'the start'}: {lines[-1]}",
                            hint="see the lines above (-v shows every line)")
         text = str(chunk.get("stream", "")).rstrip()
         if not text:

@@ -63,6 +63,16 @@ def _progress(opts: Opts, what: str) -> Iterator[Any]:
         yield update
 
 
+def identity_options(f: Any) -> Any:
+    """What changes an image's tag besides the files: the same on build, test and push."""
+    f = click.option("--uid", type=click.IntRange(1, 65533),
+                     help="UID of the image's default user (match a host account).")(f)
+    return click.option("--ca-bundle", type=click.Path(dir_okay=False, exists=True,
+                                                       path_type=Path),
+                        help="A CA certificate the image must trust (an intercepting "
+                             "proxy).")(f)
+
+
 @images.command("lock")
 @variant_option
 @click.option("--upgrade", "upgrade", multiple=True, metavar="PACKAGE",
@@ -111,7 +121,7 @@ def fetch_cmd(opts: Opts, variants: tuple[str, ...], wheelhouse: Path) -> None:
     spec, chosen = _spec_and_variants(variants)
     for variant in chosen:
         lock = spec_mod.parse_lock(spec.lock_path(variant.name))
-        wh.fill(wheelhouse, lock, opts.say)
+        wh.fill(wheelhouse, lock, opts.say, python=spec.python, platform=spec.platform)
         out.print(f"{variant.name}: {wheelhouse} holds all {len(lock.packages)} pinned wheels")
 
 
@@ -122,10 +132,7 @@ def fetch_cmd(opts: Opts, variants: tuple[str, ...], wheelhouse: Path) -> None:
 @click.option("--force", is_flag=True, help="Build even when the tag exists.")
 @_wheelhouse_option(required=False)
 @click.option("--offline", is_flag=True, help="Never download: the wheelhouse must have all.")
-@click.option("--ca-bundle", type=click.Path(dir_okay=False, exists=True, path_type=Path),
-              help="A CA certificate the image must trust (an intercepting proxy).")
-@click.option("--uid", type=click.IntRange(1, 65533),
-              help="UID of the image's default user (match a host account).")
+@identity_options
 @common
 @pass_opts
 def build_cmd(opts: Opts, variants: tuple[str, ...], if_changed: bool, force: bool,
@@ -181,11 +188,15 @@ def _registry_or_none(opts: Opts, spec: spec_mod.ImageSpec) -> Any:
         return None
 
 
-def _prepared(opts: Opts, variant: Any, spec: spec_mod.ImageSpec, client: Any) -> Any:
+def _prepared(opts: Opts, variant: Any, spec: spec_mod.ImageSpec, client: Any,
+              uid: int | None, ca_bundle: Path | None, *, local: bool = True) -> Any:
+    """The variant's tag as `build` computes it, without building anything (the base
+    image included); ``local``: the image must be on this machine."""
     from ops.images import build as build_mod
 
-    p = build_mod.prepare(client, spec, variant, cuda=_cuda(opts), log=opts.say)
-    if not build_mod.exists_locally(client, p.ref):
+    p = build_mod.prepare(client, spec, variant, cuda=_cuda(opts), uid=uid,
+                          ca_bundle=ca_bundle, log=opts.say, make_base=False)
+    if local and not build_mod.exists_locally(client, p.ref):
         raise OpsError(f"{p.ref} is not built on this machine",
                        hint=f"`ops images build --variant {variant.name}` first")
     return p
@@ -194,11 +205,13 @@ def _prepared(opts: Opts, variant: Any, spec: spec_mod.ImageSpec, client: Any) -
 @images.command("test")
 @variant_option
 @click.option("--gpu/--no-gpu", default=None,
-              help="Give the container the GPUs (default: when the engine has the NVIDIA "
-                   "runtime).")
+              help="Give a CUDA variant's container the GPUs (default: when the engine has "
+                   "the NVIDIA runtime). CPU variants never get them.")
+@identity_options
 @common
 @pass_opts
-def test_cmd(opts: Opts, variants: tuple[str, ...], gpu: bool | None) -> None:
+def test_cmd(opts: Opts, variants: tuple[str, ...], gpu: bool | None, uid: int | None,
+             ca_bundle: Path | None) -> None:
     """Smoke-test the built image: imports, torch, CUDA, pip check, user, Jupyter."""
     from ops.images import smoke
 
@@ -206,8 +219,9 @@ def test_cmd(opts: Opts, variants: tuple[str, ...], gpu: bool | None) -> None:
     client = _client()
     failed = 0
     for variant in chosen:
-        p = _prepared(opts, variant, spec, client)
-        checks = smoke.run(client, p.ref, port=spec.port, gpu=gpu, log=opts.say)
+        p = _prepared(opts, variant, spec, client, uid, ca_bundle)
+        with_gpu = variant.cuda and (smoke.host_has_gpu(client) if gpu is None else gpu)
+        checks = smoke.run(client, p.ref, port=spec.port, gpu=with_gpu, log=opts.say)
         t = Table("check", "result", "detail", title=p.ref)
         for c in checks:
             t.add_row(c.name, "[green]ok[/]" if c.ok else "[red]FAILED[/]", c.detail)
@@ -220,22 +234,26 @@ def test_cmd(opts: Opts, variants: tuple[str, ...], gpu: bool | None) -> None:
 
 @images.command("push")
 @variant_option
+@identity_options
 @common
 @pass_opts
-def push_cmd(opts: Opts, variants: tuple[str, ...]) -> None:
+def push_cmd(opts: Opts, variants: tuple[str, ...], uid: int | None,
+             ca_bundle: Path | None) -> None:
     """Push the built image to the course registry; the GPU servers then pull it."""
     from ops.images import registry as reg
 
     spec, chosen = _spec_and_variants(variants)
     client = _client()
     registry = reg.from_inventory(opts.inventory, spec.repository)
+    registry.require_auth()
     state = reg.load_state(opts.inventory)
     for variant in chosen:
-        p = _prepared(opts, variant, spec, client)
+        p = _prepared(opts, variant, spec, client, uid, ca_bundle, local=False)
         digest = registry.digest(p.tag)
         if digest:
             opts.say(f"{variant.name}: {registry.server_ref(p.tag)} is already in the registry")
         else:
+            _prepared(opts, variant, spec, client, uid, ca_bundle)  # must be built here
             digest = reg.push(client, registry, p.ref, p.tag, opts.say)
         if not digest:
             raise OpsError(f"the registry gave no digest for {p.tag}", hint="push again")
@@ -291,7 +309,8 @@ def status_cmd(opts: Opts, fmt: str) -> None:
     rows: list[dict[str, Any]] = []
     for variant in spec.variants.values():
         try:
-            p = build_mod.prepare(client, spec, variant, cuda=_cuda(opts), log=lambda _: None)
+            p = build_mod.prepare(client, spec, variant, cuda=_cuda(opts), log=lambda _: None,
+                                  make_base=False)
             wanted, here = p.tag, build_mod.exists_locally(client, p.ref)
         except OpsError as exc:
             wanted, here = f"({exc.message[:40]})", False

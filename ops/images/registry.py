@@ -30,6 +30,13 @@ from ops.errors import InputError, OpsError, RemoteError
 _LOG = logging.getLogger(__name__)
 Log = Callable[[str], None]
 DEFAULT_PORT = 5000
+#: What a manifest may be: Docker's or OCI's, a single image or an index of them.
+MANIFEST_TYPES = ", ".join((
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.oci.image.index.v1+json",
+))
 
 
 def _templated_path(value: str, inventory_dir: Path) -> Path:
@@ -43,16 +50,18 @@ def _templated_path(value: str, inventory_dir: Path) -> Path:
     return path if path.is_absolute() else inventory_dir / path
 
 
-def ensure_password(path: Path) -> str:
+def ensure_password(path: Path, *, create: bool = True) -> str | None:
     """The registry password, made on first use: 32 letters and digits, file 0600.
 
     The same file and format as Ansible's ``password`` lookup in role ``registry``, so
-    whichever runs first makes it and both agree.
+    whichever runs first makes it and both agree. ``create=False`` only reads (None when
+    there is no file), so a read-only command never makes a password the registry lacks.
     """
     try:
         return path.read_text(encoding="utf-8").split()[0]
     except FileNotFoundError:
-        pass
+        if not create:
+            return None
     except (OSError, IndexError) as exc:
         raise InputError(path, None, f"cannot read the registry password: {exc}",
                          hint="delete the file; the next `ops provision` makes a new one"
@@ -75,9 +84,18 @@ class Registry:
     password_file: Path | None = None
 
     def auth(self) -> tuple[str, str] | None:
+        """(user, password) from the password file `ops provision` made; None without."""
         if self.password_file is None:
             return None
-        return self.user, ensure_password(self.password_file)
+        password = ensure_password(self.password_file, create=False)
+        return (self.user, password) if password else None
+
+    def require_auth(self) -> tuple[str, str]:
+        auth = self.auth()
+        if auth is None:
+            raise OpsError(f"no registry password in {self.password_file}",
+                           hint="`ops provision` makes it (with the registry)")
+        return auth
 
     def url(self, path: str) -> str:
         return f"https://{self.push_address}/v2/{path}"
@@ -113,7 +131,7 @@ class Registry:
             r = requests.head(
                 self.url(f"{self.repository}/manifests/{tag}"), timeout=10,
                 verify=str(self.ca) if self.ca else True, auth=self.auth(),
-                headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"},
+                headers={"Accept": MANIFEST_TYPES},
             )
         except requests.RequestException:
             return None
@@ -149,32 +167,33 @@ def from_inventory(inventory_dir: Path, repository: str) -> Registry:
 
 def push(client: Any, registry: Registry, local_ref: str, tag: str, log: Log) -> str:
     """Push ``local_ref`` as ``<registry>/<repository>:tag``; return the manifest digest."""
+    user, password = registry.require_auth()
     target = registry.push_ref()
     client.images.get(local_ref).tag(target, tag)
     log(f"pushing {target}:{tag}")
     last: dict[str, Any] = {}
     layers: dict[str, str] = {}
     started = time.monotonic()
-    auth = registry.auth()
-    auth_config = {"username": auth[0], "password": auth[1]} if auth else None
-    for chunk in client.api.push(target, tag=tag, stream=True, decode=True,
-                                 auth_config=auth_config):
-        if "error" in chunk:
-            raise RemoteError(f"push to {registry.push_address} failed: "
-                              f"{str(chunk['error']).strip()}",
-                              hint="is the registry up? `ops verify registry`")
-        if chunk.get("id") and chunk.get("status"):
-            before = layers.get(chunk["id"])
-            layers[chunk["id"]] = chunk["status"]
-            if chunk["status"] != before and chunk["status"] in (
-                    "Pushed", "Layer already exists", "Mounted from"):
-                _LOG.info("  %s: %s", chunk["id"], chunk["status"])
-        last = chunk
-    digest = str((last.get("aux") or {}).get("Digest", ""))
+    try:
+        for chunk in client.api.push(target, tag=tag, stream=True, decode=True,
+                                     auth_config={"username": user, "password": password}):
+            if "error" in chunk:
+                raise RemoteError(f"push to {registry.push_address} failed: "
+                                  f"{str(chunk['error']).strip()}",
+                                  hint="is the registry up? `ops verify images`")
+            if chunk.get("id") and chunk.get("status"):
+                before = layers.get(chunk["id"])
+                layers[chunk["id"]] = chunk["status"]
+                if chunk["status"] != before and chunk["status"] in (
+                        "Pushed", "Layer already exists", "Mounted from"):
+                    _LOG.info("  %s: %s", chunk["id"], chunk["status"])
+            last = chunk
+    finally:
+        client.api.remove_image(f"{target}:{tag}")  # the local alias only; the image stays
+    digest = str((last.get("aux") or {}).get("Digest", "")) or registry.digest(tag) or ""
     done = sum(1 for s in layers.values() if s == "Pushed")
     log(f"pushed {target}:{tag} in {time.monotonic() - started:.0f} s "
         f"({done} layer(s) sent, {len(layers) - done} already there)")
-    client.api.remove_image(f"{target}:{tag}")  # the local alias only; the image stays
     return digest
 
 

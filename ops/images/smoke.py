@@ -59,7 +59,11 @@ def run_tests(client: Any, ref: str, *, gpu: bool, log: Log) -> Check:
                                                                 capabilities=[["gpu"]])]
     log(f"running the image's tests in {ref}" + (" with the GPUs" if gpu else ""))
     with _container(client, ref, **kwargs) as c:
-        result = c.wait(timeout=900)
+        try:
+            result = c.wait(timeout=900)
+        except requests.RequestException:
+            return Check("image tests (pytest in the container)", False,
+                         "no result after 900 s")
         output = c.logs(stdout=True, stderr=True).decode("utf-8", "replace")
     for line in output.splitlines():
         _LOG.info("  %s", line)

@@ -27,6 +27,9 @@ RECIPE_VERSION = "1"
 _NAME_RE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s\\;]+)\s*(\\)?\s*$")
 _HASH_RE = re.compile(r"^\s*--hash=(sha256:[0-9a-f]{64})\s*(\\)?\s*$")
 _VARIANT_RE = re.compile(r"[a-z][a-z0-9]{0,15}")
+_USER_RE = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+_ENV_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_ENV_VALUE_RE = re.compile(r"[A-Za-z0-9_.,:/@+=-]*")
 
 
 def normalize(name: str) -> str:
@@ -94,6 +97,8 @@ def _line(node: yaml.Node | None) -> int | None:
 
 def _key(node: yaml.Node | None, *keys: str) -> yaml.Node | None:
     """The node of the last key (its line is where the user wrote ``key:``)."""
+    if not keys:
+        return None
     parent = _find(node, *keys[:-1])
     if not isinstance(parent, yaml.MappingNode):
         return None
@@ -152,6 +157,9 @@ def load(directory: Path = COURSE_DIR) -> ImageSpec:
     if base and (deboot is None) == (image is None):
         problems.append((_line(_key(root, "base")),
                          "base: give exactly one of debootstrap, image"))
+    if isinstance(user, str) and not _USER_RE.fullmatch(user):
+        problems.append((_line(_find(root, "user", "name")),
+                         f"user.name {user!r}: not a POSIX user name"))
     if isinstance(uid, int) and not 1 <= uid < 65534:
         problems.append((_line(_find(root, "user", "uid")), f"user.uid {uid}: not a user's UID"))
 
@@ -167,9 +175,14 @@ def load(directory: Path = COURSE_DIR) -> ImageSpec:
             problems.append((_line(item_node), f"layer {item['name']}: match is a list of names"))
             continue
         layers.append(Layer(item["name"], tuple(normalize(m) for m in match)))
-    if layers and layers[-1].match:
-        problems.append((_line(_find(root, "layers")), "layers: the last layer takes the rest "
+    if not layers:
+        problems.append((_line(_key(root, "layers")), "layers: at least one layer"))
+    elif layers[-1].match:
+        problems.append((_line(_key(root, "layers")), "layers: the last layer takes the rest "
                          "and has no match list"))
+    elif any(not layer.match for layer in layers[:-1]):
+        problems.append((_line(_key(root, "layers")), "layers: only the last layer may "
+                         "have no match list (it takes the rest)"))
 
     variants: dict[str, Variant] = {}
     for name, body in (want(("variants",), dict, "a mapping of variants") or {}).items():
@@ -183,6 +196,13 @@ def load(directory: Path = COURSE_DIR) -> ImageSpec:
         pins, omit, env = (body.get(k) or {} for k in ("pins", "omit", "env"))
         if not all(isinstance(x, dict) for x in (pins, omit, env)):
             problems.append((_line(node), f"variant {name}: pins, omit and env are mappings"))
+            continue
+        bad_env = [f"{k}={v!r}" for k, v in env.items()
+                   if not _ENV_KEY_RE.fullmatch(str(k)) or not _ENV_VALUE_RE.fullmatch(str(v))]
+        if bad_env:
+            problems.append((_line(_find(root, "variants", name, "env")),
+                             f"variant {name}: env {bad_env[0]}: use NAME: value with no "
+                             "spaces, quotes or newlines"))
             continue
         variants[name] = Variant(
             name,
@@ -346,6 +366,9 @@ def check_lock(spec: ImageSpec, variant: Variant, lock: Lock, cuda: str | None) 
                              f"{name} is locked but variant {variant.name} omits it",
                              hint=f"re-lock: `ops images lock --variant {variant.name}`")
     found = lock_cuda(lock)
+    if variant.cuda and not cuda:
+        raise InputError("group_vars/all.yml", None, "course_image_cuda is not set",
+                         hint='set it to the CUDA of the course image, e.g. "13.0"')
     if variant.cuda and found != cuda:
         raise InputError(
             lock.path, None,

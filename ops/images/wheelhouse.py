@@ -21,6 +21,9 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from packaging.tags import Tag, compatible_tags, cpython_tags
+from packaging.utils import InvalidWheelFilename, parse_wheel_filename
+
 from ops.errors import OpsError
 from ops.images.spec import Lock, Locked, normalize
 
@@ -63,24 +66,46 @@ def hashes(directory: Path) -> dict[str, str]:
     return out
 
 
-def _project(wheel_name: str) -> str:
-    return normalize(wheel_name.split("-", 1)[0])
+def platforms(platform: str) -> list[str]:
+    """pip's platform tags for a uv platform: ``x86_64-manylinux_2_28`` -> every
+    ``manylinux_2_N_x86_64`` up to 2.28 (and the legacy names) that such a system runs."""
+    arch, _, libc = platform.partition("-")
+    major, minor = (int(x) for x in libc.removeprefix("manylinux_").split("_"))
+    tags = [f"manylinux_{major}_{m}_{arch}" for m in range(minor, 4, -1)]
+    legacy = {17: "manylinux2014", 12: "manylinux2010", 5: "manylinux1"}
+    return tags + [f"{name}_{arch}" for m, name in legacy.items() if m <= minor]
 
 
-def missing(directory: Path, lock: Lock) -> list[Locked]:
-    """Pinned packages with no wheel in ``directory`` whose hash the lock allows."""
+def target_tags(python: str, platform: str) -> set[Tag]:
+    """The wheel tags a CPython ``python`` on ``platform`` installs."""
+    version = tuple(int(x) for x in python.split(".")[:2])
+    plats = platforms(platform)
+    return set(cpython_tags(version, platforms=plats)) | set(
+        compatible_tags(version, f"cp{version[0]}{version[1]}", plats))
+
+
+def missing(directory: Path, lock: Lock, python: str, platform: str) -> list[Locked]:
+    """Pinned packages with no wheel in ``directory`` that has a hash the lock allows and
+    a tag the image's Python and platform install."""
+    wanted = target_tags(python, platform)
     by_project: dict[str, set[str]] = {}
     for name, digest in hashes(directory).items():
-        by_project.setdefault(_project(name), set()).add(digest)
+        try:
+            project, _, _, tags = parse_wheel_filename(name)
+        except InvalidWheelFilename:
+            continue
+        if tags & wanted:
+            by_project.setdefault(normalize(str(project)), set()).add(digest)
     return [
         p for p in lock.packages.values() if not by_project.get(p.name, set()) & set(p.hashes)
     ]
 
 
-def fill(directory: Path, lock: Lock, log: Log) -> None:
-    """Download the lock's missing wheels into ``directory`` (pip checks the hashes)."""
+def fill(directory: Path, lock: Lock, log: Log, *, python: str, platform: str) -> None:
+    """Download the lock's missing wheels into ``directory``, for the image's Python and
+    platform, not this machine's (pip checks the hashes)."""
     directory.mkdir(parents=True, exist_ok=True)
-    todo = missing(directory, lock)
+    todo = missing(directory, lock, python, platform)
     if not todo:
         return
     log(f"fetching {len(todo)} wheel(s) into {directory}")
@@ -88,8 +113,10 @@ def fill(directory: Path, lock: Lock, log: Log) -> None:
         req.write("".join(p.requirement() for p in todo))
         req.flush()
         argv = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-                "--require-hashes", "--only-binary=:all:", "--dest", str(directory),
-                "-r", req.name]
+                "--require-hashes", "--only-binary=:all:", "--implementation", "cp",
+                "--python-version", python, "--dest", str(directory), "-r", req.name]
+        for tag in platforms(platform):
+            argv += ["--platform", tag]
         _LOG.info("$ %s", " ".join(argv))
         done = subprocess.run(argv, capture_output=True, text=True, check=False)
     if done.returncode:
@@ -97,7 +124,7 @@ def fill(directory: Path, lock: Lock, log: Log) -> None:
                  and not ln.startswith("WARNING: Location")]
         raise OpsError(f"pip download failed: {lines[-1] if lines else done.returncode}",
                        hint="is PyPI reachable? or put the wheels into the wheelhouse yourself")
-    left = missing(directory, lock)
+    left = missing(directory, lock, python, platform)
     if left:
         names = ", ".join(f"{p.name}=={p.version}" for p in left[:5])
         raise OpsError(f"{directory}: still no wheel with a locked hash for {names}",

@@ -35,8 +35,10 @@ def built(provisioned_lab: Path) -> str:
             str(WHEELHOUSE), "--offline", timeout=3600)
     said = p.stdout + p.stderr
     assert "offline from" in said or "up to date" in said, said[-2000:]
-    tag = next(t for t in local_tags() if t.startswith("torch") and "-cpu-" in t)
-    return tag
+    rows = json.loads(ops(provisioned_lab, "images", "status", "--format", "json").stdout)
+    tag = next(r["checkout"] for r in rows if r["variant"] == "cpu")
+    assert tag in local_tags()
+    return str(tag)
 
 
 def test_the_build_is_tagged_by_content_with_labels(built: str) -> None:

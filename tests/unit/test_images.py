@@ -267,10 +267,30 @@ def test_wheelhouse_missing_matches_by_hash(tmp_path: Path) -> None:
     digest = wh._sha256(wheel)
     ok = spec_mod.parse_lock(Path("l"), f"tqdm==4.0.0 \\\n    --hash={digest}\n")
     bad = spec_mod.parse_lock(Path("l"), f"tqdm==4.0.0 \\\n    --hash={H1}\n")
-    assert wh.missing(tmp_path, ok) == []
-    assert [p.name for p in wh.missing(tmp_path, bad)] == ["tqdm"]
+    target = ("3.11", "x86_64-manylinux_2_28")
+    assert wh.missing(tmp_path, ok, *target) == []
+    assert [p.name for p in wh.missing(tmp_path, bad, *target)] == ["tqdm"]
     wheel.write_bytes(b"another wheel")  # the cached hash must not be trusted
-    assert [p.name for p in wh.missing(tmp_path, ok)] == ["tqdm"]
+    assert [p.name for p in wh.missing(tmp_path, ok, *target)] == ["tqdm"]
+
+
+@pytest.mark.parametrize(
+    ("wheel", "usable"),
+    [
+        ("numpy-2.1.3-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl", True),
+        ("numpy-2.1.3-cp312-cp312-manylinux_2_17_x86_64.manylinux2014_x86_64.whl", False),
+        ("numpy-2.1.3-cp311-cp311-manylinux_2_39_x86_64.whl", False),
+        ("numpy-2.1.3-cp311-cp311-macosx_14_0_arm64.whl", False),
+        ("numpy-2.1.3-cp39-abi3-manylinux_2_28_x86_64.whl", True),
+    ],
+)
+def test_wheelhouse_counts_only_wheels_the_image_installs(tmp_path: Path, wheel: str,
+                                                          usable: bool) -> None:
+    """A wheel with a locked hash but for another Python or platform does not count."""
+    path = tmp_path / wheel
+    path.write_bytes(wheel.encode())
+    lock = spec_mod.parse_lock(Path("l"), f"numpy==2.1.3 \\\n    --hash={wh._sha256(path)}\n")
+    assert (wh.missing(tmp_path, lock, "3.11", "x86_64-manylinux_2_28") == []) == usable
 
 
 # ------------------------------------------------------------------ the registry
@@ -307,3 +327,62 @@ def test_registry_from_the_lab_inventory_pushes_through_loopback(tmp_path: Path)
     assert r.ca == inv.resolve() / ".lab" / "tls" / "ca.crt"
     assert r.password_file == inv.resolve() / ".lab" / "registry-password"
     assert r.server_ref("t1") == "ctl:5000/course-ops/course:t1"
+
+
+def test_a_missing_top_level_key_is_an_input_error(course: Path) -> None:
+    path = course / "image.yml"
+    path.write_text(re.sub(r"^repository:.*$", "", path.read_text(), flags=re.M))
+    with pytest.raises(InputError, match="repository: expected a repository name"):
+        spec_mod.load(course)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (("    env: {}", "    env: {OMP: 'a b'}"), "env OMP='a b'"),
+        (("  name: student", "  name: 'Stu Dent'"), "not a POSIX user name"),
+        (("  - name: rest\n", "  - name: rest\n    match: [x]\n"), "the last layer takes"),
+    ],
+)
+def test_values_that_would_break_the_dockerfile_are_refused(course: Path,
+                                                            edit: tuple[str, str],
+                                                            message: str) -> None:
+    path = course / "image.yml"
+    text = path.read_text()
+    assert edit[0] in text
+    path.write_text(text.replace(*edit, 1))
+    with pytest.raises(InputError, match=re.escape(message)):
+        spec_mod.load(course)
+
+
+class FakeClient:
+    """Just enough of docker.DockerClient for `ops images test`: records each run."""
+
+    def __init__(self, runtimes: dict) -> None:
+        self.runtimes = runtimes
+        self.runs: list[dict] = []
+
+    def info(self) -> dict:
+        return {"Runtimes": self.runtimes}
+
+
+@pytest.mark.parametrize(("variant", "runtimes", "gpu"), [
+    ("cpu", {"nvidia": {}}, False),
+    ("cuda", {"nvidia": {}}, True),
+    ("cuda", {"runc": {}}, False),
+])
+def test_only_a_cuda_variant_gets_the_gpu(monkeypatch: pytest.MonkeyPatch, variant: str,
+                                          runtimes: dict, gpu: bool) -> None:
+    from click.testing import CliRunner
+
+    from ops.cli import cli
+    from ops.images import commands, smoke
+
+    client = FakeClient(runtimes)
+    seen: list[bool] = []
+    monkeypatch.setattr(commands, "_client", lambda: client)
+    monkeypatch.setattr(commands, "_prepared", lambda *a, **k: type("P", (), {"ref": "x"}))
+    monkeypatch.setattr(smoke, "run", lambda c, ref, *, port, gpu, log: seen.append(gpu) or [])
+    result = CliRunner().invoke(cli, ["images", "test", "--variant", variant])
+    assert result.exit_code == 0, result.output
+    assert seen == [gpu]

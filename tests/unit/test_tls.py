@@ -44,3 +44,13 @@ def test_new_names_reissue_the_server_certificate_only(tmp_path: Path) -> None:
     assert f.ca_cert.read_bytes() == ca
     assert f.cert.read_bytes() != old
     assert "web" in tls._names(x509.load_pem_x509_certificate(f.cert.read_bytes()))
+
+
+def test_a_remade_ca_reissues_the_server_certificate(tmp_path: Path) -> None:
+    f = tls.ensure(tmp_path, NAMES, label="demo", log=_quiet)
+    old = f.cert.read_bytes()
+    f.ca_key.unlink()  # lost: a new CA with the same name is made
+    tls.ensure(tmp_path, NAMES, label="demo", log=_quiet)
+    assert f.cert.read_bytes() != old
+    leaf = x509.load_pem_x509_certificate(f.cert.read_bytes())
+    leaf.verify_directly_issued_by(x509.load_pem_x509_certificate(f.ca_cert.read_bytes()))

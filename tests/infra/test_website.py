@@ -39,11 +39,13 @@ def _site(config: pytest.Config) -> Site:
         return cached
     from ops import site as site_mod
     from ops.errors import OpsError
-    from ops.inventory import load_vars_only
+    from ops.inventory import load, load_vars_only
 
     inv = Path(config.getoption("--ops-inventory"))
     try:
-        merged = {**site_mod.role_defaults(), **load_vars_only(inv)}
+        web = load(inv).hosts_in("web") if (inv / "hosts.yml").is_file() else []
+        found = web[0].vars if web else load_vars_only(inv)  # group_vars/web.yml included
+        merged = {**site_mod.role_defaults(), **found}
         if not merged.get("website_source"):
             raise OpsError(f"{inv}/group_vars: website_source is not set",
                            hint="the spec reads the title and staff from the site source")

@@ -514,6 +514,8 @@ def provision(opts: Opts, check: bool, diff: bool, limit: str | None, tags: str 
 
     Arguments after `--` go to ansible-playbook unchanged.
     """
+    # First: pyinfra's gevent monkey-patching must precede every import of ssl (requests).
+    from ops.accounts import remote  # noqa: F401  isort: skip
     from ops import inventory as inv_mod
     from ops import machines
     from ops.accounts import sync as sync_mod

@@ -22,6 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+# pyinfra (server_images) needs gevent's monkey-patching, which must come before anything
+# imports ssl: requests does, so ops.accounts.remote is imported first.
+from ops.accounts import remote  # noqa: I001  isort: skip
+
 import requests
 
 from ops import inventory as inv_mod
@@ -244,8 +248,6 @@ def wanted_refs(inventory_dir: Path, registry: Registry) -> dict[str, str]:
 def server_images(inventory_dir: Path, repository_ref: str) -> dict[str, list[str]]:
     """GPU server -> the tags of ``repository_ref`` its Docker engine holds."""
     from pyinfra.facts.server import Command
-
-    from ops.accounts import remote
 
     inv = inv_mod.load(inventory_dir)
     hosts = inv.hosts_in("gpu_servers")

@@ -22,10 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-# pyinfra (server_images) needs gevent's monkey-patching, which must come before anything
-# imports ssl: requests does, so ops.accounts.remote is imported first.
-from ops.accounts import remote  # noqa: I001  isort: skip
-
 import requests
 
 from ops import inventory as inv_mod
@@ -246,21 +242,29 @@ def wanted_refs(inventory_dir: Path, registry: Registry) -> dict[str, str]:
 
 
 def server_images(inventory_dir: Path, repository_ref: str) -> dict[str, list[str]]:
-    """GPU server -> the tags of ``repository_ref`` its Docker engine holds."""
-    from pyinfra.facts.server import Command
+    """GPU server -> the tags of ``repository_ref`` its Docker engine holds (one ssh each,
+    with the inventory's SSH settings, as Ansible connects)."""
+    import subprocess
+
+    from ops.site.deploy import ssh_argv
 
     inv = inv_mod.load(inventory_dir)
-    hosts = inv.hosts_in("gpu_servers")
-    if not hosts:
-        return {}
-    command = ("docker image ls --format '{{.Repository}}:{{.Tag}}' "
-               f"{repository_ref} 2>/dev/null || true")
-    with remote.connected(hosts) as state:
-        out = remote.read_fact(state, Command, {h.name: {"command": command} for h in hosts})
-    return {
-        name: sorted(line.rsplit(":", 1)[1] for line in str(text).splitlines() if ":" in line)
-        for name, text in out.items()
-    }
+    out: dict[str, list[str]] = {}
+    for host in inv.hosts_in("gpu_servers"):
+        argv = ssh_argv(host, "docker image ls --format '{{.Repository}}:{{.Tag}}' \"$1\"",
+                        repository_ref)
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=60,
+                                  check=False)
+        except subprocess.TimeoutExpired:
+            raise RemoteError(f"{host.name}: no answer in 60 s") from None
+        if done.returncode != 0:
+            last = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
+            raise RemoteError(f"{host.name}: cannot list its images: {last}",
+                              hint="is the host up and Docker installed? `ops provision`")
+        out[host.name] = sorted(line.rsplit(":", 1)[1] for line in done.stdout.splitlines()
+                                if ":" in line)
+    return out
 
 
 def require_pushed(inventory_dir: Path) -> dict[str, dict[str, str]]:

@@ -273,5 +273,12 @@ def layer_sizes(client: Any, ref: str) -> list[tuple[int, str]]:
         size = int(entry.get("Size") or 0)
         if size:
             created_by = str(entry.get("CreatedBy", "")).replace("/bin/sh -c #(nop) ", "")
-            rows.append((size, created_by.replace("/bin/sh -c ", "RUN ")[:100]))
+            slice_file = re.search(r"-r /opt/course-ops/(requirements/\S+)", created_by)
+            if slice_file:
+                what = f"pip install of {slice_file.group(1)}"
+            elif not created_by:
+                what = "the base image"
+            else:
+                what = re.sub(r"^\|\d+ (?:\S+=\S* )*/bin/sh -c ", "RUN ", created_by)
+            rows.append((size, what[:100]))
     return sorted(rows, reverse=True)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
 import shlex
 import shutil
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -392,7 +394,8 @@ site_source = click.argument("source", required=False,
 @site.command("build")
 @site_source
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("_site"),
-              show_default=True, help="Where the built site goes (emptied first).")
+              show_default=True, help="Where the built site goes: a new or empty directory, "
+              "or one an earlier build made (emptied first). Not the source nor inside it.")
 @ca_bundle_option
 @common
 @pass_opts
@@ -432,7 +435,8 @@ def site_deploy(opts: Opts, source: Path | None, keep: int | None, force: bool,
 @common
 @pass_opts
 def site_rollback(opts: Opts) -> None:
-    """Switch every web host back to the release before the current one."""
+    """Swap every web host's `current` and `previous` (the release live before the last
+    deploy); a second rollback undoes the first."""
     from ops import site as site_mod
 
     _site_table(site_mod.rollback(opts.inventory, log=opts.say))
@@ -441,16 +445,18 @@ def site_rollback(opts: Opts) -> None:
 @site.command("archive")
 @click.argument("semester")
 @site_source
+@click.option("--force", is_flag=True, help="Replace an archived semester (the old copy is "
+              "kept on the host as a dot directory, not served).")
 @ca_bundle_option
 @common
 @pass_opts
-def site_archive(opts: Opts, semester: str, source: Path | None,
+def site_archive(opts: Opts, semester: str, source: Path | None, force: bool,
                  ca_bundle: Path | None) -> None:
     """Publish the site, built for <baseurl>/semesters/SEMESTER/, under that path."""
     from ops import site as site_mod
 
-    _site_table(site_mod.archive(opts.inventory, semester, source, ca_bundle=ca_bundle,
-                                 log=opts.say))
+    _site_table(site_mod.archive(opts.inventory, semester, source, force=force,
+                                 ca_bundle=ca_bundle, log=opts.say))
 
 
 def _site_table(results: list[Any]) -> None:
@@ -529,24 +535,30 @@ def provision(opts: Opts, check: bool, diff: bool, limit: str | None, tags: str 
         and (not tags or "website" in tags.split(","))
     recaps: dict[str, machines.Recap] = {}
     failed_phase = ""
-    if not skip_machines:
-        opts.say("phase 1/3: machines (ansible-playbook playbooks/site.yml)")
-        from ops.images.commands import image_extra_vars
+    with contextlib.ExitStack() as stack:
+        prebuilt = None
+        if site_wanted:  # a Liquid error or a broken link fails here, before any host
+            opts.say("phase 0/3: the course website is built first (no host is touched)")
+            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="ops-site-"))
+            prebuilt = site_mod.prebuild(opts.inventory, Path(tmp) / "site", log=opts.say)
+        if not skip_machines:
+            opts.say("phase 1/3: machines (ansible-playbook playbooks/site.yml)")
+            from ops.images.commands import image_extra_vars
 
-        argv = machines.playbook_argv(opts.inventory, check=check, diff=diff, limit=limit,
-                                      tags=tags, extra=(*image_extra_vars(opts.inventory),
-                                                        *extra), verbosity=opts.verbose)
-        if opts.verbose:
-            err.print(f"$ {shlex.join(argv)}", markup=False)
-        code, recaps = machines.run_playbook(argv, quiet=opts.quiet)
-        if code != 0:
-            failed_phase = f"ansible-playbook exited {code}"
-    if site_wanted and not failed_phase:
-        opts.say("phase 1/3: the course website (ops site deploy)")
-        try:
-            site_mod.deploy_site(opts.inventory, log=opts.say)
-        except OpsError as exc:
-            failed_phase = f"site deploy: {exc}"
+            argv = machines.playbook_argv(opts.inventory, check=check, diff=diff, limit=limit,
+                                          tags=tags, extra=(*image_extra_vars(opts.inventory),
+                                                            *extra), verbosity=opts.verbose)
+            if opts.verbose:
+                err.print(f"$ {shlex.join(argv)}", markup=False)
+            code, recaps = machines.run_playbook(argv, quiet=opts.quiet)
+            if code != 0:
+                failed_phase = f"ansible-playbook exited {code}"
+        if prebuilt is not None and not failed_phase:
+            opts.say("phase 1/3: the course website (ops site deploy of that build)")
+            try:
+                site_mod.deploy_site(opts.inventory, prebuilt=prebuilt, log=opts.say)
+            except OpsError as exc:
+                failed_phase = f"site deploy: {exc}"
     plans: dict[str, Any] = {}
     if not failed_phase:
         opts.say("phase 2/3: accounts")

@@ -10,6 +10,7 @@ builds, then uploads a release to every ``web`` host and switches its ``current`
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import tempfile
@@ -30,6 +31,8 @@ _LOG = logging.getLogger(__name__)
 Log = Callable[[str], None]
 ROLE_DEFAULTS = REPO_ROOT / "roles" / "website" / "defaults" / "main.yml"
 SEMESTER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,39}$")
+#: what website_root must not hold (role website asserts the same before templating nginx)
+ROOT_BAD = re.compile(r"[\s;{}]")
 
 
 @dataclass
@@ -48,6 +51,8 @@ class Settings:
     baseurl: str
     keep: int
     hosts: list[inv_mod.Host]
+    #: website_hostname of every web host: links to them are internal (and checked)
+    hostnames: list[str]
 
 
 @dataclass
@@ -60,18 +65,21 @@ class HostResult:
 
 
 def build(src: Path, out: Path, *, baseurl: str | None = None, ca_bundle: Path | None = None,
-          log: Log = _LOG.info) -> Built:
-    """Check the source, build it into ``out`` (emptied), check every internal link."""
+          hostnames: list[str] | None = None, log: Log = _LOG.info) -> Built:
+    """Check the source, build it into ``out`` (emptied), check every internal link (those
+    to ``hostnames`` and to the host of the site's ``url`` included)."""
     from ops import lab
 
     started = time.monotonic()
     cfg = source.load(src)
     base = baseurl or cfg.baseurl
+    builder.check_out(cfg.source, out)  # before Docker: a wrong --out removes nothing
     client = lab._client()
     image = builder.ensure_image(client, ca_bundle=ca_bundle, log=log)
     log(f"building {cfg.source} (baseurl {base})")
     builder.run_jekyll(client, image, cfg.source, out, baseurl=base)
-    problems = links.check(out, base)
+    own = [*(hostnames or []), *([cfg.url_host] if cfg.url_host else [])]
+    problems = links.check(out, base, own_hosts=own, site_baseurl=cfg.baseurl)
     if problems:
         for p in problems:
             log(f"broken link: {p}")
@@ -152,10 +160,24 @@ def settings(inventory_dir: Path, src: Path | None = None, keep: int | None = No
         raise InputError(path, line, f"website_keep_releases {raw_keep!r} must be a whole "
                          "number of at least 2", hint="the current and the previous release "
                          "are always kept; the default is 5")
+    if ROOT_BAD.search(root):
+        path, line = where("website_root")
+        raise InputError(path, line, f"website_root {root!r} has a space, ';', '{{' or '}}'",
+                         hint="nginx's configuration names it: use a plain path")
     baseurl = merged.get("website_baseurl")
     path, line = where("website_baseurl")
     source.check_baseurl(baseurl, path, line)
-    return Settings(Path(src), root.rstrip("/"), str(baseurl), raw_keep, hosts)
+    return Settings(Path(src), root.rstrip("/"), str(baseurl), raw_keep, hosts,
+                    _hostnames(hosts, defaults))
+
+
+def _hostnames(hosts: list[inv_mod.Host], defaults: dict[str, Any]) -> list[str]:
+    """Each web host's website_hostname; the role's default names the host itself."""
+    names = []
+    for h in hosts:
+        value = str(h.vars.get("website_hostname") or defaults.get("website_hostname") or "")
+        names.append(h.name if "{{" in value or not value else value)
+    return sorted(set(names))
 
 
 def provision_wanted(inventory_dir: Path) -> bool:
@@ -187,17 +209,39 @@ def _config_line(path: Path, key: str) -> int | None:
     return None
 
 
+def prebuild(inventory_dir: Path, out: Path, *, ca_bundle: Path | None = None,
+             log: Log = _LOG.info) -> Built:
+    """Build ``website_source`` into ``out`` for a later :func:`deploy_site` (``ops
+    provision`` builds before any host is touched, so that a broken site fails early)."""
+    s = settings(inventory_dir)
+    cfg = source.load(s.source)
+    _check_same_baseurl(s, cfg, inv_mod.load(inventory_dir).dir)
+    return build(s.source, out, ca_bundle=ca_bundle, hostnames=s.hostnames, log=log)
+
+
 def deploy_site(inventory_dir: Path, src: Path | None = None, *, keep: int | None = None,
                 force: bool = False, ca_bundle: Path | None = None,
+                prebuilt: Built | None = None,
                 log: Log = _LOG.info) -> tuple[Built, list[HostResult]]:
-    """Build, then on every web host: upload a release and switch ``current`` to it, unless
-    the live release has the same content (``force`` uploads anyway); prune old releases."""
+    """Build (or take ``prebuilt``, from :func:`prebuild`), then on every web host: upload a
+    release, point ``previous`` at the live one and ``current`` at the new one, unless the
+    live release has the same content (``force`` uploads anyway); prune old releases."""
     s = settings(inventory_dir, src, keep)
     cfg = source.load(s.source)
     _check_same_baseurl(s, cfg, inv_mod.load(inventory_dir).dir)
+    if prebuilt is not None and (prebuilt.config.source != cfg.source
+                                 or prebuilt.baseurl != s.baseurl):
+        raise UsageError(f"the prebuilt site is of {prebuilt.config.source} under "
+                         f"{prebuilt.baseurl}, not of {cfg.source} under {s.baseurl}",
+                         hint="build it with prebuild() from the same inventory")
     results: list[HostResult] = []
-    with tempfile.TemporaryDirectory(prefix="ops-site-") as tmp:
-        built = build(s.source, Path(tmp) / "site", ca_bundle=ca_bundle, log=log)
+    with contextlib.ExitStack() as stack:
+        if prebuilt is None:
+            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="ops-site-"))
+            built = build(s.source, Path(tmp) / "site", ca_bundle=ca_bundle,
+                          hostnames=s.hostnames, log=log)
+        else:
+            built = prebuilt
         name = releases.release_name(s.source)
         (built.out / releases.MARKER).write_text(f"name={name}\nhash={built.hash}\n")
         data: bytes | None = None
@@ -213,50 +257,67 @@ def deploy_site(inventory_dir: Path, src: Path | None = None, *, keep: int | Non
                 data = deploy.tarball(built.out)
             prune = releases.to_prune([*st.releases, name], s.keep, name, st.current)
             log(f"{host.name}: uploading release {name} ({len(data) // 1024} KiB)")
-            pruned = deploy.upload(host, s.root, name, data, prune)
+            pruned = deploy.upload(host, s.root, name, data, st.current, prune)
             results.append(HostResult(host.name, name, "deployed", pruned,
                                       time.monotonic() - t0))
     return built, results
 
 
+def rollback_plan(states: dict[str, deploy.HostState]) -> dict[str, str]:
+    """Host -> the release a rollback makes current (its ``previous``); an error naming the
+    first host that has none, before any host is touched."""
+    plan = {}
+    for name, st in states.items():
+        if not st.previous or st.previous == st.current or st.previous not in st.releases:
+            raise OpsError(f"{name}: no previous release to roll back to (current: "
+                           f"{st.current or 'none'})",
+                           hint="a host gets one with its second deploy; nothing was changed")
+        plan[name] = st.previous
+    return plan
+
+
 def rollback(inventory_dir: Path, *, log: Log = _LOG.info) -> list[HostResult]:
-    """Switch every web host's ``current`` back to the release before it."""
+    """Swap every web host's ``current`` and ``previous`` (a second rollback undoes it)."""
     s = settings(inventory_dir, Path("."))
-    plans: list[tuple[inv_mod.Host, str]] = []
-    for host in s.hosts:  # every host can roll back, or none is touched
-        st = deploy.state(host, s.root)
-        prev = releases.previous_of(st.releases, st.current)
-        if prev is None:
-            raise OpsError(f"{host.name}: no release before {st.current or '(none)'} to roll "
-                           "back to", hint="deploy a release first; nothing was changed")
-        plans.append((host, prev))
+    states = {host.name: deploy.state(host, s.root) for host in s.hosts}
+    plan = rollback_plan(states)  # every host can roll back, or none is touched
     results = []
-    for host, prev in plans:
+    for host in s.hosts:
         t0 = time.monotonic()
-        deploy.switch(host, s.root, prev)
-        log(f"{host.name}: current -> {prev}")
-        results.append(HostResult(host.name, prev, "rolled back", [], time.monotonic() - t0))
+        now = deploy.rollback(host, s.root, states[host.name].current or "")
+        log(f"{host.name}: current -> {now} (previous -> {states[host.name].current})")
+        results.append(HostResult(host.name, now or plan[host.name], "rolled back", [],
+                                  time.monotonic() - t0))
     return results
 
 
 def archive(inventory_dir: Path, semester: str, src: Path | None = None, *,
-            ca_bundle: Path | None = None, log: Log = _LOG.info) -> list[HostResult]:
-    """Build the site with baseurl ``<baseurl>/semesters/<id>`` and publish it there."""
+            force: bool = False, ca_bundle: Path | None = None,
+            log: Log = _LOG.info) -> list[HostResult]:
+    """Build the site with baseurl ``<baseurl>/semesters/<id>`` and publish it there. An
+    archived semester is replaced only with ``force`` (the old copy stays, not served)."""
     if not SEMESTER_RE.match(semester):
         raise UsageError(f"semester {semester!r} is not a plain name",
                          hint="use letters, digits, '.', '_' or '-' (e.g. 2026-winter)")
     s = settings(inventory_dir, src)
     cfg = source.load(s.source)
     _check_same_baseurl(s, cfg, inv_mod.load(inventory_dir).dir)
+    if not force:  # every host first: none is touched if one has it
+        for host in s.hosts:
+            if semester in deploy.state(host, s.root).semesters:
+                raise OpsError(f"{host.name}: semester {semester} is archived already",
+                               hint="pass --force to replace it (the old copy is kept, "
+                               "not served); nothing was changed")
     base = f"{s.baseurl}/semesters/{semester}"
     results = []
     with tempfile.TemporaryDirectory(prefix="ops-site-") as tmp:
-        built = build(s.source, Path(tmp) / "site", baseurl=base, ca_bundle=ca_bundle, log=log)
+        built = build(s.source, Path(tmp) / "site", baseurl=base, ca_bundle=ca_bundle,
+                      hostnames=s.hostnames, log=log)
         data = deploy.tarball(built.out)
         for host in s.hosts:
             t0 = time.monotonic()
-            deploy.archive(host, s.root, semester, built.hash[:12], data)
-            log(f"{host.name}: archived at {base}/")
+            said = deploy.archive(host, s.root, semester, built.hash[:12], data, force=force)
+            log(f"{host.name}: archived at {base}/" + (f" ({', '.join(said)})" if said else ""))
             results.append(HostResult(host.name, semester, "archived", [],
                                       time.monotonic() - t0))
     return results

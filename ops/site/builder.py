@@ -24,7 +24,8 @@ from typing import Any
 import jinja2
 
 from ops import REPO_ROOT
-from ops.errors import InputError, OpsError
+from ops.errors import InputError, OpsError, UsageError
+from ops.site.releases import BUILD_MARKER
 
 _LOG = logging.getLogger(__name__)
 Log = Callable[[str], None]
@@ -107,9 +108,12 @@ def ensure_image(client: Any, *, ca_bundle: Path | None = None, log: Log = _LOG.
 # ----------------------------------------------------------------------------- errors
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
-#: "Liquid Exception: Liquid syntax error (line 6): Unknown tag 'bogus' in info.md"
+#: "Liquid Exception: Liquid syntax error (line 6): Unknown tag 'bogus' in info.md", and in
+#: an include or layout "Liquid syntax error (/src/_includes/staff.html line 3): Unknown tag
+#: 'bogus' included in info.md" (the template named, the page after "included in").
 _LIQUID = re.compile(r"Liquid Exception:\s*(?:Liquid (?:syntax )?error\s*)?"
-                     r"(?:\(line (?P<line>\d+)\))?:?\s*(?P<msg>.*?)\s+in\s+(?P<file>\S+)\s*$")
+                     r"(?:\((?:(?P<tfile>\S+) )?line (?P<line>\d+)\))?:?\s*(?P<msg>.*?)"
+                     r"\s+(?:included\s+)?in\s+(?P<file>\S+)\s*$")
 #: "YAML Exception reading /src/x.md: (<unknown>): found ... at line 2 column 8"
 _YAML = re.compile(r"YAML Exception reading\s+(?P<file>\S+?):\s*(?:\(<unknown>\):\s*)?"
                    r"(?P<msg>.*?)(?:\s+at line (?P<line>\d+)(?: column \d+)?)?\s*$")
@@ -124,6 +128,13 @@ def _local(file: str, source: Path) -> Path:
     if p.startswith("/src/"):
         p = p[len("/src/"):]
     return source / p.lstrip("/")
+
+
+def _is_include(path: Path, source: Path) -> bool:
+    try:
+        return path.relative_to(source).parts[:1] == ("_includes",)
+    except ValueError:
+        return False
 
 
 def front_matter_lines(path: Path) -> int:
@@ -151,8 +162,12 @@ def parse_errors(output: str, source: Path) -> InputError | OpsError | None:
     for ln in lines:
         m = _LIQUID.search(ln)
         if m:
-            where = _local(m["file"], source)
-            line = int(m["line"]) + front_matter_lines(where) if m["line"] else None
+            where = _local(m["tfile"] or m["file"], source)
+            line = int(m["line"]) if m["line"] else None
+            # Liquid counts from the end of the front matter; includes have none (Jekyll
+            # reads an include's file as it is)
+            if line is not None and not _is_include(where, source):
+                line += front_matter_lines(where)
             return InputError(where, line, f"Liquid error: {m['msg']}",
                               hint="fix the tag, filter or variable there")
     for ln in lines:
@@ -189,15 +204,63 @@ def jekyll_argv(baseurl: str | None) -> list[str]:
     return argv
 
 
+def check_out(source: Path, out: Path) -> Path:
+    """``out``, resolved, if a build may empty it: not /, $HOME, the source, the course-ops
+    checkout nor a directory holding one of them, not inside the source; a directory that
+    exists is empty or was made by an earlier build (it holds BUILD_MARKER)."""
+    source, out = source.resolve(), out.resolve()
+    hint = "pass --out a new directory, or one an earlier `ops site build` made"
+
+    def refuse(why: str) -> UsageError:
+        return UsageError(f"--out {out}: {why}; nothing was removed", hint=hint)
+
+    home = Path(os.path.expanduser("~")).resolve()
+    if out == Path(out.anchor):
+        raise refuse("is the root directory")
+    for what, path in (("the site source", source), ("the course-ops checkout", REPO_ROOT),
+                       ("your home directory", home)):
+        if path == out or out in path.parents:
+            raise refuse(f"is or holds {what} {path}")
+    if source in out.parents:
+        raise refuse(f"is inside the site source {source} (Jekyll would read it back)")
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise refuse("is not a directory")
+    if out.is_dir() and not (out / BUILD_MARKER).is_file() and any(out.iterdir()):
+        raise refuse(f"is not empty and no earlier build made it (no {BUILD_MARKER} in it)")
+    return out
+
+
+def prepare_out(source: Path, out: Path) -> Path:
+    """Check ``out`` (:func:`check_out`), empty it and mark it as a build's."""
+    out = check_out(source, out)
+    if out.is_dir():
+        shutil.rmtree(out)
+    try:
+        out.mkdir(parents=True)
+    except OSError as exc:
+        raise UsageError(f"--out {out}: cannot make it: {exc.strerror}",
+                         hint="pass a directory you can write") from None
+    (out / BUILD_MARKER).write_text("made by ops site build; emptied by the next one\n")
+    return out
+
+
 def run_jekyll(client: Any, image: str, source: Path, out: Path, *,
                baseurl: str | None = None) -> str:
-    """``jekyll build`` in the builder; ``out`` is emptied first. Returns jekyll's output."""
+    """``jekyll build`` in the builder into ``out`` (checked and emptied first, see
+    :func:`check_out`). Returns jekyll's output."""
     from ops import lab
 
-    source, out = source.resolve(), out.resolve()
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+    source = source.resolve()
+    out = prepare_out(source, out)
+    try:
+        return _run_jekyll(lab, client, image, source, out, baseurl)
+    finally:  # Jekyll removes files it did not make: mark the directory again
+        if out.is_dir():
+            (out / BUILD_MARKER).write_text("made by ops site build; emptied by the next one\n")
+
+
+def _run_jekyll(lab: Any, client: Any, image: str, source: Path, out: Path,
+                baseurl: str | None) -> str:
     user = f"{os.getuid()}:{os.getgid()}"
     argv = jekyll_argv(baseurl)
     _LOG.info("$ docker run --rm --user %s -v %s:/src:ro -v %s:/out %s jekyll %s",

@@ -8,9 +8,17 @@ the web server: role ``website`` does that (``ops provision``).
 
 On each host, below ``website_root``::
 
-    releases/<UTC time>-<git sha>[-dirty]/   one directory per release (its files 0644)
-    current -> releases/<name>               switched with ln -s to a temporary name + mv -T
-    semesters/<id> -> .<id>-<hash>           archived semesters, switched the same way
+    releases/<UTC time>-<git sha>[-dirty]-<4 hex>/   one directory per release (files 0644)
+    current -> releases/<name>          the live release
+    previous -> releases/<name>         the one before it (what a rollback goes back to)
+    semesters/<id> -> .<id>~<hash>.<random>   archived semesters
+    .lock                               every script holds it (flock -w 60)
+
+Links are switched with ``ln -s`` to a temporary name + ``mv -T`` (rename is atomic). A
+deploy sets ``previous`` to the release it replaces, then ``current`` to the new one, and
+prunes; a rollback swaps ``current`` and ``previous`` (a second rollback undoes the first).
+Every script holds ``$root/.lock``, and a deploy or rollback first checks that ``current``
+is still the release read before (another control machine may have switched it).
 """
 
 from __future__ import annotations
@@ -27,73 +35,128 @@ from pathlib import Path
 
 from ops.errors import OpsError, RemoteError
 from ops.inventory import Host
-from ops.site.releases import MARKER, RELEASE_RE
+from ops.site.releases import BUILD_MARKER, MARKER, RELEASE_RE
 
 _LOG = logging.getLogger(__name__)
 Log = Callable[[str], None]
 SSH_TIMEOUT = 120
+LOCK_WAIT = 60
+EXIT_LOCKED = 75  # another script holds the host's lock
+EXIT_MOVED = 76  # current is no longer the release read before
+EXIT_ARCHIVED = 77  # the semester exists and --force was not given
 
-_STATE = r"""set -eu
+#: Takes the host's lock (fd 9) or exits EXIT_LOCKED; stale partial uploads (older than an
+#: hour: a killed deploy's) go while it is held.
+_LOCK = r"""
+exec 9>"$root/.lock"
+flock -w LOCK_WAIT 9 || { echo "another deploy is running" >&2; exit EXIT_LOCKED; }
+for d in "$root/releases" "$root/semesters"; do
+  if [ -d "$d" ]; then
+    find "$d" -mindepth 1 -maxdepth 1 -name '.*.partial' -mmin +60 -exec rm -rf -- {} +
+  fi
+done
+""".replace("LOCK_WAIT", str(LOCK_WAIT)).replace("EXIT_LOCKED", str(EXIT_LOCKED))
+
+#: ``switch LINK TARGET``: LINK -> TARGET, atomically (a stale temporary link is replaced).
+_SWITCH_FN = r"""
+switch() {
+  rm -f -- "$1.tmp.$$"
+  ln -s "$2" "$1.tmp.$$"
+  mv -T -- "$1.tmp.$$" "$1"
+}
+"""
+
+_STATE = (r"""set -eu
 root=$1
 if [ ! -d "$root/releases" ]; then echo "noroot=1"; exit 0; fi
+""" + _LOCK + r"""
 cur=$(readlink "$root/current" 2>/dev/null || true)
+prev=$(readlink "$root/previous" 2>/dev/null || true)
 echo "current=${cur##*/}"
+echo "previous=${prev##*/}"
 if [ -f "$root/current/MARKER" ]; then sed -n 's/^hash=/hash=/p' "$root/current/MARKER"; fi
-for r in "$root"/releases/*; do [ -d "$r" ] && echo "release=${r##*/}"; done
+for r in "$root"/releases/*; do if [ -d "$r" ]; then echo "release=${r##*/}"; fi; done
+for s in "$root"/semesters/*; do if [ -L "$s" ]; then echo "semester=${s##*/}"; fi; done
 exit 0
-""".replace("MARKER", MARKER)
+""").replace("MARKER", MARKER)
 
 _UPLOAD = r"""set -eu
 umask 022
-root=$1; name=$2; shift 2
+root=$1; name=$2; expect=$3; shift 3
+""" + _LOCK + _SWITCH_FN + r"""
+cur=$(readlink "$root/current" 2>/dev/null || true); cur=${cur##*/}
+if [ "$cur" != "$expect" ]; then
+  echo "current is ${cur:-nothing} now, not ${expect:-nothing} as read" >&2; exit EXIT_MOVED
+fi
+if [ -e "$root/releases/$name" ]; then echo "release $name exists already" >&2; exit 3; fi
 part="$root/releases/.$name.partial"
 rm -rf -- "$part"
-mkdir -p -- "$part"
+mkdir -- "$part"
 tar -xzf - -C "$part" --no-same-owner --no-same-permissions
 chmod 0755 "$part"
 mv -T -- "$part" "$root/releases/$name"
-ln -s "releases/$name" "$root/.current.$$"
-mv -T -- "$root/.current.$$" "$root/current"
-cur=$(readlink "$root/current")
+if [ -n "$cur" ] && [ -d "$root/releases/$cur" ]; then switch "$root/previous" "releases/$cur"; fi
+switch "$root/current" "releases/$name"
 for old in "$@"; do
   case "$old" in ""|.*|*/*) continue ;; esac
-  [ "releases/$old" = "$cur" ] && continue
   [ "$old" = "$name" ] && continue
+  [ "$old" = "$cur" ] && continue
   rm -rf -- "$root/releases/$old"
   echo "pruned=$old"
 done
-echo "current=${cur##*/}"
-"""
-
-_SWITCH = r"""set -eu
-root=$1; name=$2
-if [ ! -d "$root/releases/$name" ]; then echo "no release $name" >&2; exit 3; fi
-ln -s "releases/$name" "$root/.current.$$"
-mv -T -- "$root/.current.$$" "$root/current"
 echo "current=$name"
-"""
+""".replace("EXIT_MOVED", str(EXIT_MOVED))
+
+_ROLLBACK = r"""set -eu
+root=$1; expect=$2
+""" + _LOCK + _SWITCH_FN + r"""
+cur=$(readlink "$root/current" 2>/dev/null || true); cur=${cur##*/}
+prev=$(readlink "$root/previous" 2>/dev/null || true); prev=${prev##*/}
+if [ "$cur" != "$expect" ]; then
+  echo "current is ${cur:-nothing} now, not ${expect:-nothing} as read" >&2; exit EXIT_MOVED
+fi
+if [ -z "$prev" ] || [ "$prev" = "$cur" ] || [ ! -d "$root/releases/$prev" ]; then
+  echo "no previous release to go back to" >&2; exit 3
+fi
+switch "$root/previous" "releases/$cur"
+switch "$root/current" "releases/$prev"
+echo "current=$prev"
+echo "previous=$cur"
+""".replace("EXIT_MOVED", str(EXIT_MOVED))
 
 _ARCHIVE = r"""set -eu
 umask 022
-root=$1; id=$2; tag=$3
+root=$1; id=$2; tag=$3; force=$4
 dir="$root/semesters"
 mkdir -p -- "$dir"
-part="$dir/.$id-$tag.partial"
-rm -rf -- "$part"
-mkdir -p -- "$part"
+""" + _LOCK + _SWITCH_FN + r"""
+old=""
+if [ -L "$dir/$id" ]; then
+  old=$(readlink "$dir/$id")
+elif [ -e "$dir/$id" ]; then
+  echo "$dir/$id is not a link course-ops made: move it away" >&2; exit 3
+fi
+if [ -n "$old" ] && [ "$force" != 1 ]; then
+  echo "semester $id is archived already" >&2; exit EXIT_ARCHIVED
+fi
+new=$(mktemp -d "$dir/.$id~$tag.XXXXXXXX")
+part="$new.partial"
+mkdir -- "$part"
 tar -xzf - -C "$part" --no-same-owner --no-same-permissions
 chmod 0755 "$part"
-old=$(readlink "$dir/$id" 2>/dev/null || true)
-if [ -e "$dir/$id" ] && [ ! -L "$dir/$id" ]; then
-  echo "$dir/$id is not a link course-ops made" >&2; exit 3
-fi
-rm -rf -- "$dir/.$id-$tag"
-mv -T -- "$part" "$dir/.$id-$tag"
-ln -s ".$id-$tag" "$dir/.$id.link.$$"
-mv -T -- "$dir/.$id.link.$$" "$dir/$id"
-if [ -n "$old" ] && [ "$old" != ".$id-$tag" ]; then rm -rf -- "$dir/$old"; fi
+rmdir -- "$new"
+mv -T -- "$part" "$new"
+switch "$dir/$id" "${new##*/}"
+# the copy just replaced stays (a dot directory: never served); older replaced ones go
+for d in "$dir/.$id~"*; do
+  [ -d "$d" ] || continue
+  case "${d##*/}" in "${new##*/}"|"$old"|*.partial) continue ;; esac
+  rm -rf -- "$d"
+  echo "removed=${d##*/}"
+done
+if [ -n "$old" ]; then echo "kept=$old"; fi
 echo "archived=$id"
-"""
+""".replace("EXIT_ARCHIVED", str(EXIT_ARCHIVED))
 
 
 @dataclass
@@ -101,6 +164,8 @@ class HostState:
     current: str | None = None
     hash: str | None = None
     releases: list[str] = field(default_factory=list)
+    previous: str | None = None
+    semesters: list[str] = field(default_factory=list)
 
 
 def ssh_argv(host: Host, script: str, *args: str) -> list[str]:
@@ -132,8 +197,19 @@ def _ssh(host: Host, script: str, *args: str, stdin: bytes | None = None,
     except subprocess.TimeoutExpired:
         raise RemoteError(f"{host.name}: {what} did not finish in {SSH_TIMEOUT} s") from None
     err = done.stderr.decode("utf-8", "replace").strip().splitlines()
+    last = err[-1] if err else f"exit {done.returncode}"
+    if done.returncode == EXIT_LOCKED:
+        raise RemoteError(f"another deploy is running on {host.name}",
+                          hint=f"nothing was changed there; run again when it is done "
+                          f"(it holds the lock for over {LOCK_WAIT} s)")
+    if done.returncode == EXIT_MOVED:
+        raise RemoteError(f"{host.name}: {what} stopped: {last}",
+                          hint="another deploy or rollback switched it meanwhile; nothing "
+                          "was changed by this one: run again")
+    if done.returncode == EXIT_ARCHIVED:
+        raise OpsError(f"{host.name}: {last}",
+                       hint="pass --force to replace it (the old copy is kept, not served)")
     if done.returncode != 0:
-        last = err[-1] if err else f"exit {done.returncode}"
         hint = ("is the host up and the inventory's SSH settings right?"
                 if done.returncode == 255 else "run with -v to see the command")
         raise RemoteError(f"{host.name}: {what} failed: {last}", hint=hint)
@@ -150,17 +226,24 @@ def state(host: Host, root: str) -> HostState:
     if got.get("noroot"):
         raise RemoteError(f"{host.name}: {root}/releases does not exist",
                           hint="run `ops provision` first (role website makes it)")
+
+    def one(key: str) -> str | None:
+        return (got.get(key) or [""])[0] or None
+
     releases = sorted(r for r in got.get("release", []) if RELEASE_RE.match(r))
-    return HostState((got.get("current") or [""])[0] or None, (got.get("hash") or [""])[0]
-                     or None, releases)
+    return HostState(one("current"), one("hash"), releases, one("previous"),
+                     sorted(got.get("semester", [])))
 
 
 def tarball(out: Path) -> bytes:
+    """The built site as gzipped tar (the build directory's marker left out)."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=6) as tar:
         for path in sorted(out.rglob("*")):
-            tar.add(path, arcname=path.relative_to(out).as_posix(), recursive=False,
-                    filter=_reset_owner)
+            rel = path.relative_to(out).as_posix()
+            if rel == BUILD_MARKER:
+                continue
+            tar.add(path, arcname=rel, recursive=False, filter=_reset_owner)
     return buf.getvalue()
 
 
@@ -170,17 +253,30 @@ def _reset_owner(info: tarfile.TarInfo) -> tarfile.TarInfo:
     return info
 
 
-def upload(host: Host, root: str, name: str, data: bytes, prune: list[str]) -> list[str]:
-    """Unpack the release, switch ``current`` to it, remove ``prune``; the names pruned."""
-    got = _ssh(host, _UPLOAD, root, name, *prune, stdin=data, what=f"uploading release {name}")
+def upload(host: Host, root: str, name: str, data: bytes, expect: str | None,
+           prune: list[str]) -> list[str]:
+    """Under the host's lock, if ``current`` is still ``expect``: unpack the release, point
+    ``previous`` at ``expect`` and ``current`` at it, remove ``prune`` (never the two
+    linked ones). The names pruned."""
+    got = _ssh(host, _UPLOAD, root, name, expect or "", *prune, stdin=data,
+               what=f"uploading release {name}")
     if (got.get("current") or [""])[0] != name:
-        raise RemoteError(f"{host.name}: current does not point at {name} after the switch")
+        raise RemoteError(f"{host.name}: current does not point at {name} after the switch",
+                          hint="run with -v and look at the host's releases")
     return got.get("pruned", [])
 
 
-def switch(host: Host, root: str, name: str) -> None:
-    _ssh(host, _SWITCH, root, name, what=f"switching current to {name}")
+def rollback(host: Host, root: str, expect: str) -> str:
+    """Under the host's lock, if ``current`` is still ``expect``: swap ``current`` and
+    ``previous``. The release now current."""
+    got = _ssh(host, _ROLLBACK, root, expect, what="rolling back")
+    return (got.get("current") or [""])[0]
 
 
-def archive(host: Host, root: str, semester: str, tag: str, data: bytes) -> None:
-    _ssh(host, _ARCHIVE, root, semester, tag, stdin=data, what=f"archiving {semester}")
+def archive(host: Host, root: str, semester: str, tag: str, data: bytes, *,
+            force: bool = False) -> list[str]:
+    """Unpack into a new dot directory, switch ``semesters/<id>`` to it; the copy it replaced
+    (only with ``force``) is kept. Returns what was said (``kept=``, ``removed=``)."""
+    got = _ssh(host, _ARCHIVE, root, semester, tag, "1" if force else "0", stdin=data,
+               what=f"archiving {semester}")
+    return [f"{k}={v}" for k in ("kept", "removed") for v in got.get(k, [])]

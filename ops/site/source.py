@@ -6,13 +6,18 @@ or deployed.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
 from ops.errors import InputError
+
+#: a URL path of plain segments (role website asserts the same before templating nginx)
+BASEURL_RE = re.compile(r"^(/[A-Za-z0-9._~-]+)+$")
 
 
 @dataclass
@@ -21,6 +26,15 @@ class SiteConfig:
     title: str
     baseurl: str
     staff: list[str]
+    url: str = ""
+
+    @property
+    def url_host(self) -> str:
+        """The host of ``url`` (``https://host``), lower case, or ''."""
+        try:
+            return (urlsplit(self.url).hostname or "").rstrip(".")
+        except ValueError:
+            return ""
 
     @property
     def config_file(self) -> Path:
@@ -71,8 +85,10 @@ def check_baseurl(baseurl: Any, path: Path, line: int | None) -> str:
                          hint=hint)
     if baseurl.endswith("/"):
         raise InputError(path, line, f"baseurl {baseurl!r} ends with a slash", hint=hint)
-    if any(c.isspace() or c in "?#\"'<>\\" for c in baseurl) or "/../" in baseurl + "/":
-        raise InputError(path, line, f"baseurl {baseurl!r} is not a plain URL path", hint=hint)
+    if not BASEURL_RE.match(baseurl) or any(seg.startswith(".") for seg in baseurl.split("/")):
+        raise InputError(path, line, f"baseurl {baseurl!r} is not a plain URL path",
+                         hint=hint + "; letters, digits, '.', '_', '~', '-' in each part, "
+                         "none starting with '.'")
     return baseurl
 
 
@@ -93,7 +109,9 @@ def load(source: Path) -> SiteConfig:
         raise InputError(cfg_file, title_line, "title is not set",
                          hint="add title: \"<the course's name>\"")
     check_data_files(source)
-    return SiteConfig(source, title.strip(), baseurl, staff_names(source))
+    _, url = top.get("url", (None, ""))
+    return SiteConfig(source, title.strip(), baseurl, staff_names(source),
+                      url if isinstance(url, str) else "")
 
 
 def check_data_files(source: Path) -> None:

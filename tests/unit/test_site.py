@@ -4,6 +4,7 @@ config, release names and which releases are pruned; the CLI's one-line errors."
 from __future__ import annotations
 
 import datetime as dt
+import os
 import shutil
 import subprocess
 import sys
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from ops import REPO_ROOT
-from ops.errors import InputError, OpsError
+from ops.errors import InputError, OpsError, RemoteError, UsageError
 from ops.site import builder, deploy, links, releases, source
 from ops.site import settings as site_settings
 
@@ -86,13 +87,30 @@ def test_liquid_error_names_file_and_line_counting_the_front_matter(tmp_path: Pa
     assert str(err).startswith(f"{src / 'info.md'}:10: Liquid error: Unknown tag 'bogus'")
 
 
-def test_liquid_error_in_an_include(tmp_path: Path) -> None:
-    src = _page(tmp_path, "_includes/x.html", "{% if %}\n")
-    out = "Liquid Exception: Liquid syntax error (line 1): Syntax Error in tag 'if' in " \
-          "/_includes/x.html\n"
+def test_liquid_error_in_an_include_names_the_include_and_its_own_line(tmp_path: Path) -> None:
+    # Jekyll 4's words: the template and its line in the parentheses, the page after
+    # "included in"; an include has no front matter, so no offset (the page's would be 4)
+    src = _page(tmp_path, "info.md", "---\ntitle: x\npermalink: /info/\n---\n{% include "
+                "course_staff.html %}\n")
+    _page(tmp_path, "_includes/course_staff.html", "<ul>\n<li>\n{% bogus %}\n</ul>\n")
+    out = ("\x1b[31m  Liquid Exception: Liquid syntax error (/src/_includes/course_staff.html "
+           "line 3): Unknown tag 'bogus' included in info.md\x1b[0m\n"
+           "             Error: Liquid syntax error (/src/_includes/course_staff.html line 3): "
+           "Unknown tag 'bogus'\n")
     err = builder.parse_errors(out, src)
-    assert isinstance(err, InputError) and err.path == str(src / "_includes/x.html")
-    assert err.line == 1
+    assert isinstance(err, InputError)
+    assert (err.path, err.line) == (str(src / "_includes/course_staff.html"), 3)
+    assert str(err).startswith(f"{src / '_includes/course_staff.html'}:3: Liquid error: "
+                               "Unknown tag 'bogus'; ")
+
+
+def test_liquid_error_in_a_layout_counts_its_front_matter(tmp_path: Path) -> None:
+    src = _page(tmp_path, "_layouts/page.html", "---\nlayout: default\n---\n<h1>\n{% x %}\n")
+    out = ("Liquid Exception: Liquid syntax error (/src/_layouts/page.html line 2): Unknown "
+           "tag 'x' included in info.md\n")
+    err = builder.parse_errors(out, src)
+    assert isinstance(err, InputError)
+    assert (err.path, err.line) == (str(src / "_layouts/page.html"), 5)
 
 
 def test_front_matter_yaml_error_names_file_and_line(tmp_path: Path) -> None:
@@ -188,7 +206,7 @@ def test_staff_without_a_name(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- releases
 def test_release_name_from_git_time_and_state(tmp_path: Path) -> None:
     when = dt.datetime(2026, 11, 26, 9, 5, 7, tzinfo=dt.UTC)
-    assert releases.release_name(tmp_path, when) == "20261126T090507Z-nogit"
+    assert releases.release_name(tmp_path, when, "0a1b") == "20261126T090507Z-nogit-0a1b"
     git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]
     subprocess.run([*git, "init", "-q"], check=True)
     (tmp_path / "a.md").write_text("a")
@@ -196,11 +214,19 @@ def test_release_name_from_git_time_and_state(tmp_path: Path) -> None:
     subprocess.run([*git, "commit", "-qm", "a"], check=True)
     sha = subprocess.run([*git, "rev-parse", "--short=7", "HEAD"], capture_output=True,
                          text=True, check=True).stdout.strip()
-    assert releases.release_name(tmp_path, when) == f"20261126T090507Z-{sha}"
+    assert releases.release_name(tmp_path, when, "0a1b") == f"20261126T090507Z-{sha}-0a1b"
     (tmp_path / "a.md").write_text("b")
-    name = releases.release_name(tmp_path, when)
-    assert name == f"20261126T090507Z-{sha}-dirty"
+    name = releases.release_name(tmp_path, when, "0a1b")
+    assert name == f"20261126T090507Z-{sha}-dirty-0a1b"
     assert releases.RELEASE_RE.match(name)
+
+
+def test_two_releases_of_one_commit_in_one_second_differ(tmp_path: Path) -> None:
+    when = dt.datetime(2026, 11, 26, 9, 5, 7, tzinfo=dt.UTC)
+    names = {releases.release_name(tmp_path, when) for _ in range(20)}
+    assert len(names) > 1
+    assert all(releases.RELEASE_RE.match(n) for n in names)
+    assert releases.RELEASE_RE.match("20261126T090507Z-abc1234")  # made before the suffix
 
 
 def test_content_hash_ignores_the_marker_and_sees_every_byte(tmp_path: Path) -> None:
@@ -208,7 +234,10 @@ def test_content_hash_ignores_the_marker_and_sees_every_byte(tmp_path: Path) -> 
     (tmp_path / "a" / "index.html").write_text("x")
     h = releases.content_hash(tmp_path)
     (tmp_path / releases.MARKER).write_text("name=1\n")
+    (tmp_path / releases.BUILD_MARKER).write_text("x\n")
     assert releases.content_hash(tmp_path) == h
+    (tmp_path / "a" / "index.html").chmod(0o755)
+    assert releases.content_hash(tmp_path) == h  # modes are not hashed (as documented)
     (tmp_path / "a" / "index.html").write_text("y")
     assert releases.content_hash(tmp_path) != h
 
@@ -221,11 +250,21 @@ def test_prune_keeps_the_newest() -> None:
     assert releases.to_prune(R[:3], 5, R[2], R[1]) == []
 
 
-def test_prune_never_removes_current_or_previous() -> None:
+def test_prune_never_removes_current_or_previous_and_keeps_exactly_keep() -> None:
     # after a rollback current is old; a new deploy makes the old current "previous"
-    assert releases.to_prune(R, 3, R[-1], R[0]) == R[1:4]
-    assert R[0] not in releases.to_prune(R, 2, R[-1], R[0])
-    assert R[-1] not in releases.to_prune(R, 2, R[-1], R[0])
+    assert releases.to_prune(R, 3, R[-1], R[0]) == R[1:5]  # keeps R[0], R[5], R[6]
+    for keep in range(2, 8):
+        for cur in R:
+            for prev in R:
+                pruned = releases.to_prune(R, keep, cur, prev)
+                kept = [r for r in R if r not in pruned]
+                assert cur in kept and prev in kept
+                assert len(kept) == keep, (keep, cur, prev)
+
+
+def test_prune_with_both_links_old_keeps_them_and_the_newest_others() -> None:
+    assert releases.to_prune(R, 4, R[1], R[0]) == R[2:5]  # keeps R[0], R[1], R[5], R[6]
+    assert releases.to_prune(R, 2, R[2], R[4]) == [R[0], R[1], R[3], R[5], R[6]]
 
 
 def test_prune_ignores_foreign_names_and_refuses_keep_below_two() -> None:
@@ -234,10 +273,30 @@ def test_prune_ignores_foreign_names_and_refuses_keep_below_two() -> None:
         releases.to_prune(R, 1, R[-1], R[-2])
 
 
-def test_previous_of() -> None:
-    assert releases.previous_of(R, R[-1]) == R[-2]
-    assert releases.previous_of(R, R[0]) is None
-    assert releases.previous_of(R, None) is None
+def test_prune_without_previous_link_protects_current_only() -> None:
+    assert releases.to_prune(R, 2, R[0], None) == R[1:6]
+
+
+def _hs(current: str | None, previous: str | None) -> deploy.HostState:
+    return deploy.HostState(current, None, R, previous)
+
+
+def test_rollback_goes_to_previous_not_to_the_name_before() -> None:
+    from ops.site import rollback_plan
+
+    # deployed R[6] after a rollback to R[2]: previous is R[2], not R[5]
+    assert rollback_plan({"w1": _hs(R[6], R[2])}) == {"w1": R[2]}
+    # rolled back from R[6] to R[2]: previous is now R[6] (a second rollback undoes it)
+    assert rollback_plan({"w1": _hs(R[2], R[6])}) == {"w1": R[6]}
+
+
+@pytest.mark.parametrize("previous", [None, R[3], "20990101T000000Z-gone"])
+def test_rollback_without_a_usable_previous_touches_no_host(previous: str | None) -> None:
+    from ops.site import rollback_plan
+
+    with pytest.raises(OpsError) as e:
+        rollback_plan({"w1": _hs(R[6], R[5]), "w2": _hs(R[3], previous)})
+    assert str(e.value).startswith("w2: no previous release to roll back to")
 
 
 # ---------------------------------------------------------------- deploy plumbing
@@ -363,3 +422,283 @@ def test_provision_checks_the_website_inputs_before_any_host(tmp_path: Path) -> 
     inv = _inventory(tmp_path / "d", "")
     (inv / "group_vars" / "all.yml").write_text("course_code: x\n")
     assert provision_wanted(inv) is False
+
+
+# ---------------------------------------------------------------- --out is checked first
+@pytest.mark.parametrize("where", ["source", "inside", "parent", "checkout", "root", "home"])
+def test_out_that_would_remove_something_else_is_refused(tmp_path: Path, where: str,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    src = tmp_path / "site"
+    shutil.copytree(EXAMPLE, src)
+    (tmp_path / "home").mkdir()
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    out = {"source": src, "inside": src / "_site", "parent": tmp_path, "checkout": REPO_ROOT,
+           "root": Path("/"), "home": tmp_path / "home"}[where]
+    with pytest.raises(UsageError) as e:
+        builder.prepare_out(src, out)
+    assert str(e.value).startswith(f"--out {out.resolve()}: ")
+    assert "nothing was removed" in str(e.value) and "\n" not in str(e.value)
+    assert (src / "_config.yml").is_file()
+
+
+def test_out_not_empty_and_not_made_by_a_build_is_refused(tmp_path: Path) -> None:
+    out = tmp_path / "docs"
+    out.mkdir()
+    (out / "thesis.tex").write_text("years of work")
+    with pytest.raises(UsageError) as e:
+        builder.prepare_out(EXAMPLE, out)
+    assert "no .course-ops-build in it" in str(e.value)
+    assert (out / "thesis.tex").read_text() == "years of work"
+
+
+def test_out_new_empty_or_marked_is_emptied_and_marked(tmp_path: Path) -> None:
+    new = builder.prepare_out(EXAMPLE, tmp_path / "a" / "new")
+    assert sorted(p.name for p in new.iterdir()) == [releases.BUILD_MARKER]
+    (new / "old.html").write_text("stale")
+    again = builder.prepare_out(EXAMPLE, new)  # an earlier build's: emptied
+    assert sorted(p.name for p in again.iterdir()) == [releases.BUILD_MARKER]
+    (tmp_path / "empty").mkdir()
+    assert builder.prepare_out(EXAMPLE, tmp_path / "empty").is_dir()
+
+
+def test_the_build_marker_is_not_uploaded(tmp_path: Path) -> None:
+    import io
+    import tarfile
+
+    (tmp_path / releases.BUILD_MARKER).write_text("x")
+    (tmp_path / "index.html").write_text("hi")
+    with tarfile.open(fileobj=io.BytesIO(deploy.tarball(tmp_path))) as tar:
+        assert tar.getnames() == ["index.html"]
+
+
+def test_cli_build_into_the_source_is_one_line_and_removes_nothing(tmp_path: Path) -> None:
+    src = tmp_path / "s"
+    shutil.copytree(EXAMPLE, src)
+    p = ops("site", "build", str(src), "--out", str(src))
+    assert p.returncode == 2
+    assert p.stderr.strip() == (f"ops: error: --out {src}: is or holds the site source {src}; "
+                                "nothing was removed; pass --out a new directory, or one an "
+                                "earlier `ops site build` made")
+    assert (src / "_config.yml").is_file()
+
+
+# ---------------------------------------------------------------- the host scripts, run here
+@pytest.fixture
+def local_host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
+    """The deploy scripts run by sh on this machine instead of over ssh; root is made as
+    role website makes it."""
+    from ops.inventory import Host
+
+    root = tmp_path / "www"
+    for d in ("releases", "semesters"):
+        (root / d).mkdir(parents=True)
+
+    def local_argv(host: Host, script: str, *args: str) -> list[str]:
+        return ["sh", "-c", script.replace("flock -w 60", "flock -w 1"), "sh", *args]
+
+    monkeypatch.setattr(deploy, "ssh_argv", local_argv)
+    return Host("w1", ["all", "web"], {"ansible_host": "127.0.0.1"}), root
+
+
+def _built(tmp_path: Path, text: str) -> bytes:
+    d = tmp_path / f"build-{text}"
+    d.mkdir()
+    (d / "index.html").write_text(text)
+    return deploy.tarball(d)
+
+
+def _deploy(host, root: Path, name: str, tmp_path: Path, keep: int = 5) -> list[str]:  # noqa: ANN001
+    st = deploy.state(host, str(root))
+    prune = releases.to_prune([*st.releases, name], keep, name, st.current)
+    return deploy.upload(host, str(root), name, _built(tmp_path, name), st.current, prune)
+
+
+def test_deploy_sets_previous_and_rollback_swaps(local_host, tmp_path: Path) -> None:  # noqa: ANN001
+    host, root = local_host
+    for name in R[:3]:
+        _deploy(host, root, name, tmp_path)
+    st = deploy.state(host, str(root))
+    assert (st.current, st.previous, st.releases) == (R[2], R[1], R[:3])
+    assert (root / "current" / "index.html").read_text() == R[2]
+    assert deploy.rollback(host, str(root), R[2]) == R[1]
+    st = deploy.state(host, str(root))
+    assert (st.current, st.previous) == (R[1], R[2])
+    # a deploy after the rollback: previous is what was live (R[1]), whatever the names say
+    _deploy(host, root, R[3], tmp_path)
+    st = deploy.state(host, str(root))
+    assert (st.current, st.previous) == (R[3], R[1])
+    assert deploy.rollback(host, str(root), R[3]) == R[1]
+
+
+def test_prune_on_the_host_keeps_current_previous_and_the_newest(local_host,  # noqa: ANN001
+                                                                 tmp_path: Path) -> None:
+    host, root = local_host
+    for name in R[:4]:
+        _deploy(host, root, name, tmp_path, keep=3)
+    deploy.rollback(host, str(root), R[3])  # current R[2], previous R[3]
+    deploy.rollback(host, str(root), R[2])  # current R[3], previous R[2]
+    _deploy(host, root, R[4], tmp_path, keep=3)
+    pruned = _deploy(host, root, R[5], tmp_path, keep=3)
+    assert pruned == [R[2]]
+    st = deploy.state(host, str(root))
+    assert st.releases == R[3:6] and (st.current, st.previous) == (R[5], R[4])
+
+
+def test_a_switch_by_someone_else_meanwhile_stops_the_deploy(local_host,  # noqa: ANN001
+                                                            tmp_path: Path) -> None:
+    host, root = local_host
+    _deploy(host, root, R[0], tmp_path)
+    _deploy(host, root, R[1], tmp_path)
+    with pytest.raises(RemoteError) as e:
+        deploy.upload(host, str(root), R[2], _built(tmp_path, "x"), R[0], [])
+    assert "w1: uploading release" in str(e.value) and "not " + R[0] in str(e.value)
+    assert not (root / "releases" / R[2]).exists()
+    with pytest.raises(RemoteError):
+        deploy.rollback(host, str(root), R[0])
+    assert deploy.state(host, str(root)).current == R[1]
+
+
+def test_a_held_lock_is_another_deploy_running(local_host, tmp_path: Path) -> None:  # noqa: ANN001
+    host, root = local_host
+    (root / ".lock").touch()
+    holder = subprocess.Popen(["flock", str(root / ".lock"), "sleep", "10"])
+    try:
+        for _ in range(50):  # until the holder has it
+            if subprocess.run(["flock", "-n", str(root / ".lock"), "true"]).returncode:
+                break
+            import time
+            time.sleep(0.05)
+        with pytest.raises(RemoteError) as e:
+            deploy.state(host, str(root))
+        assert e.value.message == "another deploy is running on w1"
+        with pytest.raises(RemoteError):
+            deploy.upload(host, str(root), R[0], _built(tmp_path, "x"), None, [])
+        assert list((root / "releases").iterdir()) == []
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_stale_partials_go_under_the_lock_fresh_ones_stay(local_host) -> None:  # noqa: ANN001
+    import os
+    import time
+
+    host, root = local_host
+    stale, fresh = root / "releases" / ".old.partial", root / "releases" / ".new.partial"
+    stale.mkdir()
+    fresh.mkdir()
+    two_hours_ago = time.time() - 7200
+    os.utime(stale, (two_hours_ago, two_hours_ago))
+    deploy.state(host, str(root))
+    assert not stale.exists() and fresh.exists()
+
+
+def test_archive_refuses_to_replace_unless_forced_and_keeps_the_old(local_host,  # noqa: ANN001
+                                                                   tmp_path: Path) -> None:
+    host, root = local_host
+    sem = root / "semesters"
+    deploy.archive(host, str(root), "2026", "aaaa", _built(tmp_path, "one"))
+    deploy.archive(host, str(root), "2026-winter", "aaaa", _built(tmp_path, "other"))
+    assert (sem / "2026" / "index.html").read_text() == "one"
+    first = os.readlink(sem / "2026")
+    with pytest.raises(OpsError) as e:
+        deploy.archive(host, str(root), "2026", "aaaa", _built(tmp_path, "two"))
+    assert "archived already" in str(e.value) and "--force" in str(e.value)
+    said = deploy.archive(host, str(root), "2026", "aaaa", _built(tmp_path, "three"),
+                          force=True)  # the same tag again: a new directory all the same
+    assert (sem / "2026" / "index.html").read_text() == "three"
+    assert said == [f"kept={first}"] and (sem / first / "index.html").read_text() == "one"
+    second = os.readlink(sem / "2026")
+    deploy.archive(host, str(root), "2026", "bbbb", _built(tmp_path, "four"), force=True)
+    names = sorted(p.name for p in sem.iterdir())
+    assert first not in names and second in names  # only the one just replaced is kept
+    assert (sem / "2026-winter" / "index.html").read_text() == "other"  # another id untouched
+    assert deploy.state(host, str(root)).semesters == ["2026", "2026-winter"]
+
+
+# ---------------------------------------------------------------- links: own host, archives, CSS
+@pytest.mark.parametrize(("link", "reason"), [
+    ("https://course.example/cs/nope/", "no such page or file in the build"),
+    ("https://COURSE.example./cs/info/", None),
+    ("//course.example/cs/a/logo.svg", None),
+    ("https://course.example/other/", "outside the baseurl /cs"),
+    ("https://elsewhere.example/nope/", None),  # external: not fetched
+    ("/cs/semesters/2025-winter/info/", None),  # archives live on the host
+    ("/cs/semesters/.2025~abc.x/", "a dot path (the web server answers 404)"),
+    ("/cs/.course-ops-build", "a dot path (the web server answers 404)"),
+    ("/cs/.git/config", "a dot path (the web server answers 404)"),
+    ("http://localhost./cs/", "links to localhost"),
+    ("http://127.1.2.3/cs/", "links to localhost"),
+    ("http://[::ffff:127.0.0.1]/", "links to localhost"),
+    ("http://0.0.0.0:4000/", "links to localhost"),
+    ("http://dev.localhost/", "links to localhost"),
+    ("http://localhost.example/", None),
+])
+def test_links_to_the_own_host_archives_dot_paths_and_loopback(tmp_path: Path, link: str,
+                                                              reason: str | None) -> None:
+    out = _site(tmp_path, {"index.html": f'<a href="{link}">x</a>', "info/index.html": "i",
+                           "a/logo.svg": "<svg/>", ".course-ops-build": "x"})
+    problems = links.check(out, "/cs", own_hosts=["course.example"])
+    assert [p.reason for p in problems] == ([reason] if reason else [])
+
+
+def test_stylesheets_are_checked(tmp_path: Path) -> None:
+    out = _site(tmp_path, {
+        "index.html": "home",
+        "assets/css/main.css": '/* url(gone.png) in a comment */ @import "base.css";\n'
+                               "h1{background:url( ../img/bg.png )} b{background:url('x.png')}"
+                               ' i{src:url("/cs/assets/fonts/f.woff2") format("woff2")}'
+                               " s{background:url(data:image/png;base64,AAA=)}",
+        "assets/css/base.css": "@import url(missing.css);",
+        "assets/img/bg.png": "png",
+        "assets/fonts/f.woff2": "font",
+    })
+    problems = [(p.page, p.link) for p in links.check(out, "/cs")]
+    assert problems == [("assets/css/base.css", "missing.css"),
+                        ("assets/css/main.css", "x.png")]
+
+
+def test_css_links() -> None:
+    assert links.css_links("a{b:url(x)}@import 'y.css';/* url(z) */") == ["x", "y.css"]
+
+
+@pytest.mark.parametrize("value", ['"/cs;evil"', '"/cs/{x}"', '"/cs/.hidden"', '"/cs/.."',
+                                   '"/cs//x"'])
+def test_baseurl_must_be_plain_segments(tmp_path: Path, value: str) -> None:
+    shutil.copytree(EXAMPLE, tmp_path / "s")
+    cfg = tmp_path / "s" / "_config.yml"
+    cfg.write_text(cfg.read_text().replace('baseurl: "/cs236781"', f"baseurl: {value}"))
+    with pytest.raises(InputError) as e:
+        source.load(tmp_path / "s")
+    assert "is not a plain URL path" in str(e.value)
+
+
+@pytest.mark.parametrize("value", ['"/srv/my site"', "/srv/site;", '"/srv/{a}"'])
+def test_website_root_nginx_cannot_take_is_refused(tmp_path: Path, value: str) -> None:
+    inv = _inventory(tmp_path, f"website_root: {value}\n")
+    with pytest.raises(InputError) as e:
+        site_settings(inv)
+    assert e.value.line == 3 and "has a space, ';'" in str(e.value)
+
+
+def test_hostnames_are_the_web_hosts_names_by_default(tmp_path: Path) -> None:
+    assert site_settings(_inventory(tmp_path / "a", "")).hostnames == ["w1"]
+    s = site_settings(_inventory(tmp_path / "b", "website_hostname: course.example\n"))
+    assert s.hostnames == ["course.example"]
+
+
+def test_site_url_host_is_internal(tmp_path: Path) -> None:
+    shutil.copytree(EXAMPLE, tmp_path / "s")
+    cfg = tmp_path / "s" / "_config.yml"
+    cfg.write_text(cfg.read_text().replace('url: ""', 'url: "https://Course.Example."'))
+    assert source.load(tmp_path / "s").url_host == "course.example"
+
+
+def test_a_prebuilt_site_of_another_source_is_refused_before_any_host(tmp_path: Path) -> None:
+    from ops.site import Built, deploy_site
+
+    inv = _inventory(tmp_path, "")
+    other = source.SiteConfig(tmp_path, "t", "/cs236781", [])
+    with pytest.raises(UsageError) as e:
+        deploy_site(inv, prebuilt=Built(tmp_path / "o", other, "/cs236781", "h", 0.0))
+    assert "the prebuilt site is of" in str(e.value)

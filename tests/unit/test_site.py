@@ -702,3 +702,39 @@ def test_a_prebuilt_site_of_another_source_is_refused_before_any_host(tmp_path: 
     with pytest.raises(UsageError) as e:
         deploy_site(inv, prebuilt=Built(tmp_path / "o", other, "/cs236781", "h", 0.0))
     assert "the prebuilt site is of" in str(e.value)
+
+
+# ---------------------------------------------------------------- role website's nginx template
+def _cache_map() -> list[tuple[str, str]]:
+    import re
+
+    import jinja2
+
+    text = (REPO_ROOT / "roles/website/templates/course-website.conf.j2").read_text()
+    conf = jinja2.Template(text).render(ansible_managed="x", website_asset_max_age=604800,
+                                        website_default_server=True, website_hostname="h",
+                                        website_tls_certificate="c", website_tls_protocols="p",
+                                        website_tls_certificate_key="k", website_gzip=True,
+                                        website_baseurl="/cs", website_root="/srv/w")
+    block = conf.split("map $uri $course_website_cache {", 1)[1].split("}", 1)[0]
+    return re.findall(r'^\s*"?([^"\s]+)"?\s+"([^"]+)";', block, re.M)
+
+
+@pytest.mark.parametrize(("uri", "cache"), [
+    ("/cs/info/", "no-cache"),
+    ("/cs/assets/css/main.css", "no-cache"),  # not fingerprinted: revalidated
+    ("/cs/assets/js/app.js", "no-cache"),
+    ("/cs/slides/l1.PDF", "no-cache"),
+    ("/cs/assets/img/logo.svg", "public, max-age=604800"),
+    ("/cs/assets/img/a.JPG", "public, max-age=604800"),
+    ("/cs/assets/fonts/f.woff2", "public, max-age=604800"),
+])
+def test_nginx_caches_only_images_and_fonts(uri: str, cache: str) -> None:
+    import re
+
+    entries = _cache_map()
+    got = dict(entries)["default"]
+    for pattern, value in entries:
+        if pattern.startswith("~*") and re.search(pattern[2:], uri, re.I):
+            got = value
+    assert got == cache

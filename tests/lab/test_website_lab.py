@@ -174,10 +174,13 @@ def test_deploy_under_load_fails_no_request_and_rollback_restores(lab: Path,
     stop = threading.Event()
 
     def hammer() -> None:
-        deadline = time.monotonic() + 120
+        # bounded in time (the deadline), and in count by the pause between requests; it
+        # runs until the deploy is over (stop), however fast the runner
+        deadline = time.monotonic() + 180
         n = 0
-        while not stop.is_set() and time.monotonic() < deadline and n < 5000:
+        while not stop.is_set() and time.monotonic() < deadline:
             n += 1
+            time.sleep(0.01)
             try:
                 status, _, body = fetch(lab, f"{BASEURL}/marker/", timeout=5)
             except OSError as exc:
@@ -218,6 +221,8 @@ def test_old_releases_are_pruned(lab: Path, tmp_path: Path) -> None:
     assert "release-marker:p3" in fetch(lab, f"{BASEURL}/marker/")[2]
     ops(lab, "site", "rollback")  # the previous release was kept
     assert "release-marker:p2" in fetch(lab, f"{BASEURL}/marker/")[2]
+    ops(lab, "site", "rollback")  # rollback swaps current and previous: undone
+    assert "release-marker:p3" in fetch(lab, f"{BASEURL}/marker/")[2]
 
 
 def test_a_broken_link_fails_the_build_and_changes_nothing(lab: Path, tmp_path: Path) -> None:
@@ -248,8 +253,23 @@ def test_a_liquid_error_names_file_and_line(lab: Path, tmp_path: Path) -> None:
         f"ops: error: {src / 'info.md'}:10: Liquid error: Unknown tag 'bogus'")
 
 
+def test_a_liquid_error_in_an_include_names_the_include(lab: Path, tmp_path: Path) -> None:
+    src = site_copy(tmp_path, "include")
+    inc = src / "_includes" / "course_staff.html"
+    lines = inc.read_text().splitlines()
+    lines[1] += " {% bogus %}"
+    inc.write_text("\n".join(lines) + "\n")
+    p = ops(lab, "site", "build", str(src), "--out", str(tmp_path / "out"), check=False)
+    assert p.returncode == 3
+    assert p.stderr.strip().splitlines()[-1].startswith(
+        f"ops: error: {inc}:2: Liquid error: Unknown tag 'bogus'")
+
+
 def test_a_semester_is_archived_under_its_own_baseurl(lab: Path) -> None:
-    ops(lab, "site", "archive", "2026-winter", str(EXAMPLE))
+    ops(lab, "site", "archive", "2026-winter", str(EXAMPLE), "--force")  # the lab is reused
+    p = ops(lab, "site", "archive", "2026-winter", str(EXAMPLE), check=False)
+    errors = [ln for ln in p.stderr.splitlines() if ln.startswith("ops: error:")]
+    assert p.returncode == 1 and len(errors) == 1 and "archived already" in errors[0]
     status, _, body = fetch(lab, f"{BASEURL}/semesters/2026-winter/info/")
     assert status == 200
     assert f'href="{BASEURL}/semesters/2026-winter/assets/css/main.css"' in body

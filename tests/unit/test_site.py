@@ -738,3 +738,79 @@ def test_nginx_caches_only_images_and_fonts(uri: str, cache: str) -> None:
         if pattern.startswith("~*") and re.search(pattern[2:], uri, re.I):
             got = value
     assert got == cache
+
+
+# ---------------------------------------------------------------- provision builds first
+@pytest.fixture
+def provision_calls(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[str]:
+    """`ops provision` with every host-touching step replaced by a recorder."""
+    import types
+
+    import ops.accounts
+    import ops.cli  # noqa: F401  (before ops.images.commands: the CLI imports it last)
+    from ops import machines
+    from ops import site as site_mod
+    from ops.accounts import sync as sync_mod
+    from ops.images import commands as image_commands
+
+    calls: list[str] = []
+    stub = types.ModuleType("ops.accounts.remote")  # pyinfra's gevent patching stays out
+    monkeypatch.setitem(sys.modules, "ops.accounts.remote", stub)
+    monkeypatch.setattr(ops.accounts, "remote", stub, raising=False)
+    monkeypatch.setattr(sync_mod, "load_context", lambda *a: object())
+    monkeypatch.setattr(sync_mod, "sync", lambda *a, **k: calls.append("accounts") or {})
+    monkeypatch.setattr(site_mod, "provision_wanted", lambda inv: True)
+    monkeypatch.setattr(image_commands, "image_extra_vars", lambda inv: ())
+
+    def run_playbook(argv: list[str], **k: object) -> tuple[int, dict[str, object]]:
+        calls.append("machines")
+        return 0, {}
+
+    def deploy_site(inv: Path, **k: object) -> None:
+        prebuilt = k.get("prebuilt")
+        assert isinstance(prebuilt, site_mod.Built) and prebuilt.out.is_dir()
+        calls.append("deploy of the prebuilt site")
+        raise OpsError("stop here")  # the verify phase is not under test
+
+    monkeypatch.setattr(machines, "run_playbook", run_playbook)
+    monkeypatch.setattr(site_mod, "deploy_site", deploy_site)
+    return calls
+
+
+def _provision(tmp_path: Path) -> int:
+    from ops.cli import cli
+
+    inv = _inventory(tmp_path, "")
+    try:
+        cli.main(["-i", str(inv), "-y", "provision"], standalone_mode=False)
+    except OpsError as exc:
+        return int(exc.code)
+    return 0
+
+
+def test_provision_builds_the_site_before_any_host(provision_calls: list[str],
+                                                   tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from ops import site as site_mod
+
+    def prebuild(inv: Path, out: Path, **k: object) -> site_mod.Built:
+        provision_calls.append("build")
+        out.mkdir(parents=True)
+        return site_mod.Built(out, source.load(EXAMPLE), "/cs236781", "h", 0.0)
+
+    monkeypatch.setattr(site_mod, "prebuild", prebuild)
+    assert _provision(tmp_path) == 1
+    assert provision_calls == ["build", "machines", "deploy of the prebuilt site"]
+
+
+def test_provision_with_a_broken_site_touches_no_host(provision_calls: list[str],
+                                                      tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from ops import site as site_mod
+
+    def prebuild(inv: Path, out: Path, **k: object) -> site_mod.Built:
+        raise InputError(EXAMPLE / "info.md", 10, "Liquid error: Unknown tag 'bogus'")
+
+    monkeypatch.setattr(site_mod, "prebuild", prebuild)
+    assert _provision(tmp_path) == 3
+    assert provision_calls == []

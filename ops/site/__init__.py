@@ -1,11 +1,14 @@
 """The course website: build (Jekyll in a local builder image), check, deploy, roll back.
 
-``ops site build`` checks ``_config.yml``, runs ``jekyll build`` in the builder image
-(ops/site/builder.py) and then every internal link (ops/site/links.py). ``ops site deploy``
-builds, then uploads a release to every ``web`` host and switches its ``current`` link
-(ops/site/deploy.py); a build whose content hash equals the live release's is not uploaded
-("up to date"). Settings come from the inventory's ``website_*`` variables, with role
-``website``'s defaults (roles/website/defaults/main.yml) where unset.
+``ops site build`` checks ``_config.yml`` and ``--out`` (never the source, the checkout or a
+directory no build made), runs ``jekyll build`` in the builder image (ops/site/builder.py)
+and then every internal link (ops/site/links.py). ``ops site deploy`` builds, then uploads a
+release to every ``web`` host and switches its ``previous`` and ``current`` links under the
+host's lock (ops/site/deploy.py); a build whose content hash equals the live release's is
+not uploaded ("up to date"). ``ops site rollback`` swaps ``current`` and ``previous``.
+``ops provision`` builds first (:func:`prebuild`), before any host, and deploys that build
+after the machines phase. Settings come from the inventory's ``website_*`` variables, with
+role ``website``'s defaults (roles/website/defaults/main.yml) where unset.
 """
 
 from __future__ import annotations

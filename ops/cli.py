@@ -405,7 +405,8 @@ def site_build(opts: Opts, source: Path | None, out: Path, ca_bundle: Path | Non
 
     if source is None:
         source = site_mod.source_from_vars(opts.inventory)
-    built = site_mod.build(source, out, ca_bundle=ca_bundle, log=opts.say)
+    built = site_mod.build(source, out, ca_bundle=ca_bundle,
+                           hostnames=site_mod.known_hostnames(opts.inventory), log=opts.say)
     pages = sum(1 for _ in out.rglob("*.html"))
     click.echo(f"built {built.config.source} -> {out} ({pages} pages, baseurl "
                f"{built.baseurl}, links ok) in {built.seconds:.1f} s")

@@ -174,6 +174,16 @@ def settings(inventory_dir: Path, src: Path | None = None, keep: int | None = No
                     _hostnames(hosts, defaults))
 
 
+def known_hostnames(inventory_dir: Path) -> list[str]:
+    """The web hosts' website_hostname, if the inventory has web hosts (else none): links
+    to them are checked by ``ops site build`` too."""
+    try:
+        hosts = inv_mod.load(inventory_dir).hosts_in("web")
+    except (OpsError, OSError):
+        return []
+    return _hostnames(hosts, role_defaults())
+
+
 def _hostnames(hosts: list[inv_mod.Host], defaults: dict[str, Any]) -> list[str]:
     """Each web host's website_hostname; the role's default names the host itself."""
     names = []

@@ -814,3 +814,10 @@ def test_provision_with_a_broken_site_touches_no_host(provision_calls: list[str]
     monkeypatch.setattr(site_mod, "prebuild", prebuild)
     assert _provision(tmp_path) == 3
     assert provision_calls == []
+
+
+def test_known_hostnames_without_an_inventory_is_none(tmp_path: Path) -> None:
+    from ops.site import known_hostnames
+
+    assert known_hostnames(tmp_path / "nothing") == []
+    assert known_hostnames(_inventory(tmp_path, "website_hostname: c.example\n")) == ["c.example"]

@@ -114,6 +114,7 @@ def main() -> None:
         onepin = build_mod.build(client, p2, wheelhouse=args.wheelhouse, offline=True,
                                  log=quiet)
         client.images.remove(p2.ref)
+        client.images.get(p.ref).tag(spec.repository, variant.name)  # the alias back
 
     ratio_nochange = nochange / cold.seconds
     ratio_onepin = onepin.seconds / cold.seconds

@@ -70,7 +70,7 @@ def first_converge(shared_lab: Path) -> subprocess.CompletedProcess[str]:
     return ops(shared_lab, "-y", "provision", timeout=1800)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def provisioned_lab(shared_lab: Path, first_converge: subprocess.CompletedProcess[str]) -> Path:
     """The shared lab's inventory, after its first converge."""
     return shared_lab

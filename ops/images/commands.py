@@ -165,6 +165,11 @@ def build_cmd(opts: Opts, variants: tuple[str, ...], if_changed: bool, force: bo
         if built.skipped:
             opts.say(f"{variant.name}: up to date ({built.skipped})")
             rows.append((variant.name, p.ref, "up to date", "-"))
+            manifests = spec.dir / "build" / variant.name
+            if build_mod.exists_locally(client, p.ref) and \
+                    not (manifests / f"{p.tag}.json").exists():
+                opts.say(f"{variant.name}: wrote the missing manifest "
+                         f"{build_mod.write_manifest(client, p, built, manifests)}")
             continue
         manifest = build_mod.write_manifest(client, p, built,
                                             spec.dir / "build" / variant.name)

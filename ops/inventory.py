@@ -75,9 +75,19 @@ class Inventory:
         return self.dir / str(self.require(key))
 
 
-def _compose(path: Path) -> yaml.Node | None:
+def compose_yaml(path: Path, *, problem: str = "YAML syntax error",
+                 missing_hint: str | None = None) -> yaml.Node | None:
+    """A YAML file's node tree (lines kept); its problems as one-line InputErrors.
+
+    ``problem`` opens the message of a syntax error; with ``missing_hint`` a missing file
+    is an InputError too (else FileNotFoundError goes to the caller).
+    """
     try:
         text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        if missing_hint is None:
+            raise
+        raise InputError(path, None, "no such file", hint=missing_hint) from None
     except UnicodeDecodeError:
         raise InputError(path, None, "not UTF-8 text") from None
     try:
@@ -88,7 +98,7 @@ def _compose(path: Path) -> yaml.Node | None:
         raise InputError(
             path,
             line,
-            f"YAML syntax error: {exc.problem}",
+            f"{problem}: {exc.problem}",
             hint="fix the indentation or quoting there",
         ) from None
     except yaml.YAMLError as exc:  # e.g. a control character (ReaderError)
@@ -118,7 +128,7 @@ def _mapping(path: Path, node: yaml.Node | None, what: str) -> list[tuple[str, y
 
 
 def _vars_file(path: Path) -> dict[str, Any]:
-    node = _compose(path)
+    node = compose_yaml(path)
     items = _mapping(path, node, "a vars file")
     return {k: _value(v) for k, v in items}
 
@@ -155,7 +165,7 @@ def load(inventory_dir: Path) -> Inventory:
             "the inventory has no hosts.yml",
             hint="run `ops lab up` first" if lab else "write one (see inventory/example/hosts.yml)",
         )
-    root = _compose(path)
+    root = compose_yaml(path)
     top = dict(_mapping(path, root, "the inventory"))
     if set(top) - {"all"} or "all" not in top:
         line = root.start_mark.line + 1 if root is not None else 1

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from ops.errors import InputError
+from ops.inventory import compose_yaml
 
 #: a URL path of plain segments (role website asserts the same before templating nginx)
 BASEURL_RE = re.compile(r"^(/[A-Za-z0-9._~-]+)+$")
@@ -42,22 +43,8 @@ class SiteConfig:
 
 
 def _compose(path: Path) -> yaml.Node | None:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(path, None, "no such file",
-                         hint="pass the Jekyll site's directory (it holds _config.yml)") from None
-    except UnicodeDecodeError:
-        raise InputError(path, None, "not UTF-8 text") from None
-    try:
-        return yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        raise InputError(path, mark.line + 1 if mark else None,
-                         f"not valid YAML: {exc.problem}",
-                         hint="fix the indentation or quoting there") from None
-    except yaml.YAMLError as exc:
-        raise InputError(path, None, f"not readable as YAML: {exc}") from None
+    return compose_yaml(path, problem="not valid YAML",
+                        missing_hint="pass the Jekyll site's directory (it holds _config.yml)")
 
 
 def _top(path: Path) -> dict[str, tuple[int, Any]]:

@@ -18,15 +18,31 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich import table as rich_table
 from rich.console import Console
-from rich.table import Table
+from rich.text import Text
 
 from ops import REPO_ROOT, __version__
 from ops.errors import ExitCode, InputErrors, OpsError, UsageError
 
 DEFAULT_INVENTORY = REPO_ROOT / "inventory" / "lab"
+# markup off: roster names, paths and hosts are printed as they are, never as rich markup
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def styled(text: object, style: str) -> Text:
+    """``text`` in a rich style (the only way colour reaches the consoles)."""
+    return Text(str(text), style=style)
+
+
+class Table(rich_table.Table):
+    """A rich table whose string cells are plain text: names, paths and messages in it are
+    never read as markup (rich reads a table's strings as markup whatever the console's
+    setting)."""
+
+    def add_row(self, *cells: Any, **kwargs: Any) -> None:
+        super().add_row(*(Text(c) if isinstance(c, str) else c for c in cells), **kwargs)
 log = logging.getLogger("ops")
 
 
@@ -40,7 +56,7 @@ class Opts:
     def say(self, message: str) -> None:
         """A phase or progress line, on stderr."""
         if not self.quiet:
-            err.print(f"[bold cyan]>[/] {message}")
+            err.print(Text.assemble((">", "bold cyan"), " ", message))
 
 
 def _set(attr: str) -> Callable[[click.Context, click.Parameter, Any], Any]:
@@ -188,7 +204,7 @@ def _lab_table(nodes: list[Any]) -> None:
             n.state,
             n.systemd,
             "yes" if n.ssh else "no",
-            "[green]ok[/]" if n.healthy else "[red]bad[/]",
+            styled("ok", "green") if n.healthy else styled("bad", "red"),
         )
     out.print(t)
 
@@ -258,6 +274,11 @@ roster_option = click.option(
     type=click.Path(dir_okay=False, path_type=Path),
     help="Roster CSV (default: accounts_roster in group_vars).",
 )
+mass_change_option = click.option(
+    "--allow-mass-change", is_flag=True,
+    help="Lock (or offboard) more students than accounts_max_leavers allows "
+         "(default 10% of the class, at least 5): a roster that lost most of its rows "
+         "is stopped otherwise.")
 
 
 @accounts.command("plan")
@@ -268,10 +289,15 @@ roster_option = click.option(
 def accounts_plan(opts: Opts, roster: Path | None, fmt: str) -> None:
     """What sync would add, change, lock or remove, per host. Changes nothing."""
     from ops.accounts import sync as sync_mod
+    from ops.errors import Refused
 
     ctx = sync_mod.load_context(opts.inventory, roster)
-    opts.say(f"reading accounts on {len(ctx.hosts)} host(s)")
-    _, plans = sync_mod.plan(ctx)
+    new_state, plans = sync_mod.plan(ctx, progress=opts.say)
+    try:
+        sync_mod.check_leavers(ctx, ctx.statefile.load(), new_state, allow=False)
+    except Refused as exc:
+        err.print(Text.assemble(("warning", "yellow"), f": {exc.message}; `ops accounts "
+                                "sync` refuses it without --allow-mass-change"))
     changes = [c for p in plans.values() for c in p.changes]
     conflicts = [c for p in plans.values() for c in p.conflicts]
     if fmt == "json":
@@ -283,7 +309,7 @@ def accounts_plan(opts: Opts, roster: Path | None, fmt: str) -> None:
         return
     _plan_table(plans)
     for c in conflicts:
-        err.print(f"[red]conflict[/] {c}")
+        err.print(Text.assemble(("conflict", "red"), " ", c))
 
 
 def _plan_table(plans: dict[str, Any]) -> None:
@@ -323,9 +349,11 @@ def _confirm(opts: Opts, question: str) -> bool:
 @accounts.command("sync")
 @roster_option
 @click.option("--check", is_flag=True, help="Only show the plan (as `accounts plan`).")
+@mass_change_option
 @common
 @pass_opts
-def accounts_sync(opts: Opts, roster: Path | None, check: bool) -> None:
+def accounts_sync(opts: Opts, roster: Path | None, check: bool, allow_mass_change: bool
+                  ) -> None:
     """Show the plan, ask (unless -y), apply it; students who left are locked."""
     from ops.accounts import sync as sync_mod
 
@@ -339,7 +367,7 @@ def accounts_sync(opts: Opts, roster: Path | None, check: bool) -> None:
             _plan_table(plans)
         return _confirm(opts, "Apply these changes?")
 
-    plans = sync_mod.sync(ctx, confirm, progress=opts.say)
+    plans = sync_mod.sync(ctx, confirm, progress=opts.say, allow_mass_change=allow_mass_change)
     n = sum(len(p.changes) for p in plans.values())
     out.print(
         "no change: every host matches the roster"
@@ -359,10 +387,12 @@ def accounts_sync(opts: Opts, roster: Path | None, check: bool) -> None:
 )
 @click.option("--all", "everyone", is_flag=True, help="Everyone (semester end).")
 @roster_option
+@mass_change_option
 @common
 @pass_opts
 def accounts_offboard(
-    opts: Opts, students: tuple[str, ...], archive_dir: Path, everyone: bool, roster: Path | None
+    opts: Opts, students: tuple[str, ...], archive_dir: Path, everyone: bool,
+    roster: Path | None, allow_mass_change: bool
 ) -> None:
     """Archive, check, then remove students who left (or STUDENT..., or --all)."""
     from ops.accounts import offboard as off_mod
@@ -374,7 +404,8 @@ def accounts_offboard(
         out.print(text)
         return _confirm(opts, "Archive and remove them?")
 
-    done = off_mod.offboard(ctx, archive_dir, list(students), everyone, confirm, progress=opts.say)
+    done = off_mod.offboard(ctx, archive_dir, list(students), everyone, confirm,
+                            progress=opts.say, allow_mass_change=allow_mass_change)
     out.print(f"offboarded {len(done)} account(s); archives in {archive_dir}")
 
 
@@ -478,29 +509,40 @@ def _site_table(results: list[Any]) -> None:
 @click.option(
     "--junit", type=click.Path(dir_okay=False, path_type=Path), help="Write JUnit XML here."
 )
+@click.option("--expect-gpus", type=click.IntRange(0), default=None,
+              help="GPUs every target must show (default: the inventory's gpu_count). A "
+                   "host expected to have GPUs fails its GPU checks without them.")
 @roster_option
 @common
 @pass_opts
 def verify_cmd(
-    opts: Opts, area: str | None, hosts: str | None, junit: Path | None, roster: Path | None
+    opts: Opts, area: str | None, hosts: str | None, junit: Path | None,
+    expect_gpus: int | None, roster: Path | None
 ) -> None:
-    """Run the testinfra specs (AREA: accounts; default all) and summarise per host."""
-    _verify(opts, area, hosts, junit, roster)
+    """Run the testinfra specs of AREA (default: every area) and summarise per host.
+
+    AREA is one of: accounts, common, gpu, gpu_servers, slurm, images, website."""
+    _verify(opts, area, hosts, junit, roster, expect_gpus)
 
 
 def _verify(
-    opts: Opts, area: str | None, hosts: str | None, junit: Path | None, roster: Path | None
+    opts: Opts, area: str | None, hosts: str | None, junit: Path | None, roster: Path | None,
+    expect_gpus: int | None = None,
 ) -> None:
     from ops.verify import verify
 
     opts.say(f"verifying {area or 'everything'}")
+    not_checked: dict[str, str] = {}
     code, summary = verify(
-        opts.inventory, area, hosts, junit, roster, -1 if opts.quiet else opts.verbose
+        opts.inventory, area, hosts, junit, roster, -1 if opts.quiet else opts.verbose,
+        expect_gpus, not_checked,
     )
     t = Table("host", "passed", "failed", "skipped")
     for host, r in summary.items():
-        t.add_row(host, str(r.passed), f"[red]{r.failed}[/]" if r.failed else "0", str(r.skipped))
+        t.add_row(host, str(r.passed), styled(r.failed, "red") if r.failed else "0", str(r.skipped))
     out.print(t)
+    for a, why in not_checked.items():
+        err.print(Text.assemble(("not checked", "yellow"), f": {a}: {why}"))
     if code != 0:
         raise OpsError(f"verification failed (pytest exit {code})", hint="see the failures above")
 
@@ -513,10 +555,12 @@ def _verify(
 @click.option("--skip-machines", is_flag=True, help="Skip the Ansible phase.")
 @click.argument("extra", nargs=-1, type=click.UNPROCESSED)
 @roster_option
+@mass_change_option
 @common
 @pass_opts
 def provision(opts: Opts, check: bool, diff: bool, limit: str | None, tags: str | None,
-              skip_machines: bool, extra: tuple[str, ...], roster: Path | None) -> None:
+              skip_machines: bool, extra: tuple[str, ...], roster: Path | None,
+              allow_mass_change: bool) -> None:
     """Bring every host in step: machines (Ansible), accounts (pyinfra), then verify.
 
     Arguments after `--` go to ansible-playbook unchanged.
@@ -529,6 +573,8 @@ def provision(opts: Opts, check: bool, diff: bool, limit: str | None, tags: str 
 
     inv_mod.load(opts.inventory)  # a malformed inventory stops here, before any host
     ctx = sync_mod.load_context(opts.inventory, roster)
+    if not check:  # a roster that would lock most of the class stops here, before any host
+        sync_mod.guard_leavers(ctx, allow_mass_change)
     from ops import site as site_mod
 
     # the website's inputs (website_*, the site's _config.yml) are checked before any host
@@ -550,7 +596,7 @@ def provision(opts: Opts, check: bool, diff: bool, limit: str | None, tags: str 
                                           tags=tags, extra=(*image_extra_vars(opts.inventory),
                                                             *extra), verbosity=opts.verbose)
             if opts.verbose:
-                err.print(f"$ {shlex.join(argv)}", markup=False)
+                err.print(f"$ {shlex.join(argv)}")
             code, recaps = machines.run_playbook(argv, quiet=opts.quiet)
             if code != 0:
                 failed_phase = f"ansible-playbook exited {code}"
@@ -574,7 +620,8 @@ def provision(opts: Opts, check: bool, diff: bool, limit: str | None, tags: str 
                     _plan_table(p)
                 return _confirm(opts, "Apply these changes?")
 
-            plans = sync_mod.sync(ctx, confirm, progress=opts.say)
+            plans = sync_mod.sync(ctx, confirm, progress=opts.say,
+                                  allow_mass_change=allow_mass_change)
     _provision_table(recaps, plans)
     if failed_phase:
         raise OpsError(f"provision failed: {failed_phase}", hint="see the output above")
@@ -590,10 +637,10 @@ def _provision_table(recaps: dict[str, Any], plans: dict[str, Any]) -> None:
     for host in sorted(set(recaps) | set(plans)):
         r, p = recaps.get(host), plans.get(host)
         t.add_row(host, str(r.ok) if r else "-", str(r.changed) if r else "-",
-                  (f"[red]{r.failed}[/]" if r.failed else "0") if r else "-",
-                  (f"[red]{r.unreachable}[/]" if r.unreachable else "0") if r else "-",
+                  (styled(r.failed, "red") if r.failed else "0") if r else "-",
+                  (styled(r.unreachable, "red") if r.unreachable else "0") if r else "-",
                   f"{len(p.changes)} change(s)" if p is not None else "-",
-                  "[yellow]yes[/]" if r and r.reboot_required else "no")
+                  styled("yes", "yellow") if r and r.reboot_required else "no")
     out.print(t)
 
 
@@ -613,16 +660,15 @@ def main() -> None:
         _show_traceback()
         if isinstance(exc, InputErrors):
             for line in exc.lines():
-                err.print(f"ops: error: {line}", markup=False)
+                err.print(f"ops: error: {line}")
         else:
-            err.print(f"ops: error: {exc}", markup=False)
+            err.print(f"ops: error: {exc}")
         sys.exit(exc.code)
     except Exception as exc:  # a bug: one line, the traceback at -vv
         _show_traceback()
         err.print(
             f"ops: internal error: {type(exc).__name__}: {exc}; run again with -vv and "
             "report the traceback",
-            markup=False,
         )
         sys.exit(ExitCode.FAILED)
     sys.exit(ExitCode.OK)

@@ -19,6 +19,8 @@ class ExitCode(IntEnum):
     NO_ENGINE = 4  # no Docker engine answers
     UNREACHABLE = 5  # a host could not be reached or an apply step failed
     ABORTED = 6  # the user answered no
+    REFUSED = 7  # a guard stopped a change too large to be meant (--allow-mass-change)
+    NOT_CHECKED = 8  # a verify area had nothing it could check (no image pushed yet, ...)
     INTERRUPTED = 130  # Ctrl-C
 
 
@@ -79,3 +81,7 @@ class RemoteError(OpsError):
 
 class Aborted(OpsError):
     code = ExitCode.ABORTED
+
+
+class Refused(OpsError):
+    code = ExitCode.REFUSED

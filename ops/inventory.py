@@ -18,6 +18,19 @@ import yaml
 from ops.errors import InputError
 
 ACCOUNT_GROUPS = ("slurm_controller", "gpu_servers")
+#: Variables ops reads once for the whole course (the accounts, the course image's CUDA,
+#: the course QOS...): Ansible would apply a group's or a host's value to those hosts only,
+#: so a value set anywhere but the ``all`` level is an error naming its file and line.
+COURSE_WIDE_PREFIXES = ("accounts_",)
+COURSE_WIDE = frozenset({"course_image_cuda", "lab_name", "slurm_qos_name",
+                         "slurm_pair_max_gpus", "slurm_max_time", "website_source"})
+
+#: Where a variable was set: its file and line.
+Origin = tuple[Path, int | None]
+
+
+def course_wide(key: str) -> bool:
+    return key in COURSE_WIDE or key.startswith(COURSE_WIDE_PREFIXES)
 
 
 @dataclass
@@ -45,6 +58,11 @@ class Inventory:
     hosts: dict[str, Host]
     groups: dict[str, list[str]]  # group -> host names (children included), file order
     vars: dict[str, Any]  # the ``all`` level
+    origins: dict[str, Origin] = field(default_factory=dict)  # where each ``all`` var is set
+
+    def where(self, key: str) -> Origin:
+        """The file and line that set ``key`` at the ``all`` level (else group_vars/all.yml)."""
+        return self.origins.get(key, (self.dir / "group_vars" / "all.yml", None))
 
     @property
     def hosts_file(self) -> Path:
@@ -63,8 +81,7 @@ class Inventory:
     def require(self, key: str) -> Any:
         if key not in self.vars:
             raise InputError(
-                self.dir / "group_vars" / "all.yml",
-                None,
+                *self.where(key),
                 f"the variable {key!r} is not set",
                 hint="add it (see inventory/example/group_vars/all.yml)",
             )
@@ -109,6 +126,23 @@ def _value(node: yaml.Node) -> Any:
     return yaml.SafeLoader(yaml.serialize(node)).get_single_data()
 
 
+def _values(path: Path, items: list[tuple[str, yaml.Node]],
+            origins: dict[str, Origin] | None = None) -> dict[str, Any]:
+    """``{key: value}``; a value YAML cannot make (``2027-02-30``, an impossible date
+    unquoted) is an InputError with its line. ``origins`` gets each key's file and line."""
+    out: dict[str, Any] = {}
+    for key, node in items:
+        try:
+            out[key] = _value(node)
+        except ValueError as exc:  # the timestamp constructor's "day is out of range"
+            raise InputError(path, node.start_mark.line + 1,
+                             f"{key}: {getattr(node, 'value', '')!r} is not a valid value ({exc})",
+                             hint="a date is YYYY-MM-DD and must exist") from None
+        if origins is not None:
+            origins[key] = (path, node.start_mark.line + 1)
+    return out
+
+
 def _mapping(path: Path, node: yaml.Node | None, what: str) -> list[tuple[str, yaml.Node]]:
     if node is None or (isinstance(node, yaml.ScalarNode) and node.value in ("", "~", "null")):
         return []
@@ -127,23 +161,29 @@ def _mapping(path: Path, node: yaml.Node | None, what: str) -> list[tuple[str, y
     return out
 
 
-def _vars_file(path: Path) -> dict[str, Any]:
+def vars_file(path: Path) -> dict[str, Any]:
+    """One YAML file of variables (a group_vars file, a role's defaults)."""
+    return _vars_file(path)
+
+
+def _vars_file(path: Path, origins: dict[str, Origin] | None = None) -> dict[str, Any]:
     node = compose_yaml(path)
     items = _mapping(path, node, "a vars file")
-    return {k: _value(v) for k, v in items}
+    return _values(path, items, origins)
 
 
-def _vars_dir(base: Path, name: str) -> dict[str, Any]:
+def _vars_dir(base: Path, name: str,
+              origins: dict[str, Origin] | None = None) -> dict[str, Any]:
     merged: dict[str, Any] = {}
     for suffix in ("", ".yml", ".yaml"):
         p = base / f"{name}{suffix}"
         if p.is_file():
-            merged.update(_vars_file(p))
+            merged.update(_vars_file(p, origins))
     d = base / name
     if d.is_dir():
         for p in sorted(d.iterdir()):
             if p.suffix in (".yml", ".yaml") and p.is_file():
-                merged.update(_vars_file(p))
+                merged.update(_vars_file(p, origins))
     return merged
 
 
@@ -173,6 +213,7 @@ def load(inventory_dir: Path) -> Inventory:
 
     group_vars: dict[str, dict[str, Any]] = {}
     host_file_vars: dict[str, dict[str, Any]] = {}
+    level_origins: dict[str, dict[str, Origin]] = {}  # group or host -> key -> origin
     members: dict[str, list[str]] = {}
     parents: dict[str, list[str]] = {}
 
@@ -198,12 +239,13 @@ def load(inventory_dir: Path) -> Inventory:
         for key_node, value in items:
             key = str(key_node.value)
             if key == "vars":
-                group_vars.setdefault(group, {}).update(
-                    {k: _value(v) for k, v in _mapping(path, value, f"{group}.vars")}
-                )
+                group_vars.setdefault(group, {}).update(_values(
+                    path, _mapping(path, value, f"{group}.vars"),
+                    level_origins.setdefault(group, {})))
             elif key == "hosts":
                 for hname, hnode in _mapping(path, value, f"{group}.hosts"):
-                    hv = {k: _value(v) for k, v in _mapping(path, hnode, f"host {hname!r}")}
+                    hv = _values(path, _mapping(path, hnode, f"host {hname!r}"),
+                                 level_origins.setdefault(f"host {hname}", {}))
                     host_file_vars.setdefault(hname, {}).update(hv)
                     if hname not in members[group]:
                         members[group].append(hname)
@@ -233,7 +275,19 @@ def load(inventory_dir: Path) -> Inventory:
     groups = {g: closure(g) for g in members}
     all_hosts = groups["all"]
     gv_dir, hv_dir = inventory_dir / "group_vars", inventory_dir / "host_vars"
-    level_all = {**group_vars.get("all", {}), **_vars_dir(gv_dir, "all")}
+    all_origins = dict(level_origins.get("all", {}))
+    level_all = {**group_vars.get("all", {}), **_vars_dir(gv_dir, "all", all_origins)}
+    for g in groups:
+        if g != "all":
+            _vars_dir(gv_dir, g, level_origins.setdefault(g, {}))
+    for h in all_hosts:
+        _vars_dir(hv_dir, h, level_origins.setdefault(f"host {h}", {}))
+    for level, origins in level_origins.items():
+        for key, (where, line) in origins.items():
+            if level != "all" and course_wide(key):
+                raise InputError(where, line, f"{key} is one value for the whole course: "
+                                 f"set it in group_vars/all.yml, not for {level}",
+                                 hint="ops and Ansible must read the same value")
     hosts: dict[str, Host] = {}
     for h in all_hosts:
         in_groups = sorted(
@@ -249,7 +303,7 @@ def load(inventory_dir: Path) -> Inventory:
         if not (isinstance(port, int) or str(port).isdigit()) or not 0 < int(port) < 65536:
             raise InputError(path, None, f"host {h!r}: ansible_port {port!r} is not a port number")
         hosts[h] = Host(h, ["all", *in_groups], merged)
-    return Inventory(inventory_dir, hosts, groups, level_all)
+    return Inventory(inventory_dir, hosts, groups, level_all, all_origins)
 
 
 def load_vars_only(inventory_dir: Path) -> dict[str, Any]:

@@ -8,6 +8,7 @@ result does not depend on the roster's row order either.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping
 
 from anyascii import anyascii
@@ -119,6 +120,26 @@ RESERVED = frozenset(
         "course",
     ]
 )
+
+
+def why_invalid(name: object) -> str | None:
+    """Why ``name`` may not be a student's username or a pair's group (None: it may).
+
+    The rules every name given by :func:`assign` meets; names read back from the state file
+    are held to them too, since they become paths and arguments of root commands."""
+    if not isinstance(name, str) or not POSIX_NAME.match(name):
+        return f"{name!r} is not a valid POSIX name (a-z, 0-9, _ and -, at most 32)"
+    if name in RESERVED:
+        return f"{name!r} is a reserved system name"
+    return None
+
+
+def control_character(text: str) -> str | None:
+    """The first control character in ``text`` as ``U+XXXX`` (None when there is none)."""
+    for ch in text:
+        if unicodedata.category(ch) == "Cc" or ch in "\u2028\u2029":
+            return f"U+{ord(ch):04X}"
+    return None
 
 
 def slug(text: str) -> str:

@@ -8,7 +8,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-_HOST = re.compile(r"\[(?:ansible|ssh|paramiko|local|docker)://([^\]-]*)")
+#: The target in a test id: ``test_x[ansible://gpu1]``, ``test_y[NOTSET-ansible://ctl]``.
+_HOST = re.compile(r"[\[-](?:ansible|ssh|paramiko|local|docker)://([^\]]*)\]")
 
 
 @dataclass
@@ -19,13 +20,19 @@ class HostResult:
     failures: list[str] = field(default_factory=list)
 
 
+#: Where the checks that run on the control machine itself (the registry's TLS and
+#: password, seen from here) are listed.
+CONTROL = "control"
+
+
 def host_of(case: ET.Element) -> str:
-    """The host a test ran on: the ``host`` property tests/infra/conftest.py records."""
+    """The host a test ran on: the ``host`` property tests/infra/conftest.py records;
+    a check with no host ran on the control machine."""
     for prop in case.iter("property"):
         if prop.get("name") == "host":
-            return prop.get("value") or "-"
+            return prop.get("value") or CONTROL
     m = _HOST.search(case.get("name", ""))
-    return (m.group(1) or "local") if m else "-"
+    return (m.group(1) or "local") if m else CONTROL
 
 
 def merge(files: list[Path]) -> ET.ElementTree[ET.Element]:

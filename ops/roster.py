@@ -20,6 +20,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from ops import names
 from ops.errors import InputError, InputErrors
 
 REQUIRED_COLUMNS = ("student_id", "first_name", "last_name", "email", "pair")
@@ -151,6 +152,11 @@ def parse(text: str, path: Path | str = "<roster>") -> Roster:
                 problems.append((line, f"expected {len(columns)} fields, found {len(row)}"))
                 continue
             rec = {c: cell.strip() for c, cell in zip(columns, row, strict=True)}
+            bad = [(c, ch) for c in columns if (ch := names.control_character(rec[c]))]
+            if bad:
+                problems += [(line, f"{c} holds a control character ({ch}); remove it")
+                             for c, ch in bad]
+                continue
             missing = [c for c in REQUIRED_COLUMNS if not rec[c]]
             if missing:
                 problems.append((line, f"missing required field {', '.join(missing)}"))

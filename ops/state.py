@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ops import names
 from ops.errors import InputError, OpsError
 
 VERSION = 1
@@ -99,17 +100,31 @@ def parse(text: str, path: Path) -> AccountsState:
     for key, p in state.pairs.items():
         if p.status not in STATUSES or type(p.gid) is not int or not isinstance(p.group, str):
             raise _bad(path, _line_of(text, key), f"pair {key!r} has a bad status, gid or group")
+    # names become paths and arguments of root commands: held to the rules of a new name
+    for sid, s in state.students.items():
+        why = names.why_invalid(s.username) or _control(s.first_name) or _control(s.last_name)
+        if why:
+            raise _bad(path, _line_of(text, sid), f"student {sid!r}: {why}")
+    for key, p in state.pairs.items():
+        why = names.why_invalid(p.group)
+        if why:
+            raise _bad(path, _line_of(text, key), f"pair {key!r}: {why}")
     uids = [s.uid for s in state.students.values()]
     gids = [p.gid for p in state.pairs.values()]
-    names = [s.username for s in state.students.values()]
+    usernames = [s.username for s in state.students.values()]
     if len(set(uids)) != len(uids) or len(set(gids)) != len(gids):
         raise _bad(path, None, "two records share one id")
-    if len(set(names)) != len(names):
+    if len(set(usernames)) != len(usernames):
         raise _bad(path, None, "two students share one username")
     # the high-water marks never fall below an id the file holds (ids are never reused)
     state.uid_high = max([state.uid_high, *uids])
     state.pair_gid_high = max([state.pair_gid_high, *gids])
     return state
+
+
+def _control(text: str) -> str | None:
+    bad = names.control_character(text)
+    return f"the name {text!r} holds a control character ({bad})" if bad else None
 
 
 def _line_of(text: str, key: str) -> int | None:

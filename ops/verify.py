@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from ops import REPO_ROOT, report
 from ops import inventory as inv_mod
-from ops.errors import UsageError
+from ops.errors import ExitCode, OpsError, UsageError
 from ops.run import run
 
 SPECS = REPO_ROOT / "tests" / "infra"
@@ -34,6 +35,27 @@ AREAS: dict[str, tuple[str, ...]] = {
     "images": ("registry", "images"),
     "website": ("website",),
 }
+
+
+def _no_image_pushed(inventory_dir: Path) -> str | None:
+    from ops.images import registry as reg
+
+    if not reg.load_state(inventory_dir):
+        return ("no course image has been pushed for this inventory yet "
+                "(`ops images build`, then `ops images push`)")
+    return None
+
+
+#: spec -> why it cannot be checked yet (None: it can). A spec that cannot be checked is
+#: never a green run of skips: its area asked for by name fails with NOT_CHECKED; in a run
+#: of every area the spec is left out and listed as not checked.
+PRECONDITIONS: dict[str, Callable[[Path], str | None]] = {
+    "images": _no_image_pushed,
+}
+
+
+class NotChecked(OpsError):
+    code = ExitCode.NOT_CHECKED
 
 
 def targets(inventory_dir: Path, areas: list[str]) -> str:
@@ -67,6 +89,7 @@ def pytest_argv(
     roster: Path | None,
     verbosity: int,
     ssh_config: Path,
+    expect_gpus: int | None = None,
 ) -> list[str]:
     inventory_dir = inventory_dir.resolve()
     argv = [
@@ -93,17 +116,34 @@ def pytest_argv(
             argv.append("--sudo")  # the checks read shadow and act as students
     if roster:
         argv.append(f"--ops-roster={roster.resolve()}")
+    if expect_gpus is not None:
+        argv.append(f"--expect-gpus={expect_gpus}")
     argv += ["-qq"] if verbosity < 0 else ["-q"] if verbosity == 0 else ["-v"] * verbosity
     return argv
 
 
 def verify(inventory_dir: Path, area: str | None, hosts: str | None, junit: Path | None,
-           roster: Path | None = None, verbosity: int = 0
+           roster: Path | None = None, verbosity: int = 0, expect_gpus: int | None = None,
+           not_checked: dict[str, str] | None = None,
            ) -> tuple[int, dict[str, report.HostResult]]:
-    """Each area's spec against that area's groups (or ``hosts``); one summary for all."""
+    """Each area's spec against that area's groups (or ``hosts``); one summary for all.
+
+    An area that cannot be checked yet (see :data:`PRECONDITIONS`) raises
+    :class:`NotChecked` when asked for by name; in a run of every area it is left out and
+    recorded in ``not_checked`` (area -> why)."""
     if area and area not in AREAS:
         raise UsageError(f"unknown area {area!r}", hint=f"choose one of: {', '.join(AREAS)}")
-    areas = [spec for a in ([area] if area else list(AREAS)) for spec in AREAS[a]]
+    areas = []
+    for spec in (s for a in ([area] if area else list(AREAS)) for s in AREAS[a]):
+        why = PRECONDITIONS[spec](inventory_dir) if spec in PRECONDITIONS else None
+        if why and area:
+            raise NotChecked(f"{area}: could not be checked: {why}",
+                             hint="nothing was verified")
+        if why:
+            if not_checked is not None:
+                not_checked[spec] = why
+            continue
+        areas.append(spec)
     code = 0
     with tempfile.TemporaryDirectory(prefix="ops-verify-") as tmp:
         ssh_config = Path(tmp) / "ssh_config"
@@ -112,8 +152,8 @@ def verify(inventory_dir: Path, area: str | None, hosts: str | None, junit: Path
         for a in areas:
             out = Path(tmp) / f"{a}.xml"
             spec = hosts or targets(inventory_dir, [a])
-            rc = run(pytest_argv(inventory_dir, [a], spec, out, roster, verbosity, ssh_config),
-                     cwd=REPO_ROOT)
+            rc = run(pytest_argv(inventory_dir, [a], spec, out, roster, verbosity, ssh_config,
+                                 expect_gpus), cwd=REPO_ROOT)
             code = code or rc
             if out.is_file():
                 results.append(out)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import posixpath
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,12 +39,24 @@ class AccountsConfig:
     shell: str
     password_login: bool
     shared_home: bool
+    #: a sync that would lock more students than this stops (None: 10% of the class, >= 5)
+    max_leavers: int | None = None
+    #: the file and line of a setting (for errors about it); from_vars sets it
+    source: Callable[[str], tuple[Path, int | None]] | None = field(
+        default=None, compare=False, repr=False)
+
+    def where(self, key: str, fallback: Path | str) -> tuple[Path | str, int | None]:
+        return self.source(key) if self.source else (fallback, None)
 
     @classmethod
-    def from_vars(cls, v: dict[str, Any], source: Path) -> AccountsConfig:
+    def from_vars(cls, v: dict[str, Any], source: Path,
+                  where: Callable[[str], tuple[Path, int | None]] | None = None
+                  ) -> AccountsConfig:
+        """The settings; ``where(key)`` names the file and line of a bad one."""
         def bad(key: str, what: str) -> InputError:
+            path, line = where(key) if where else (source, None)
             return InputError(
-                source, None, f"{key}: {what}", hint="see inventory/example/group_vars/all.yml"
+                path, line, f"{key}: {what}", hint="see inventory/example/group_vars/all.yml"
             )
 
         def id_range(key: str, default: list[int]) -> tuple[int, int]:
@@ -96,6 +110,9 @@ class AccountsConfig:
         for k, p in paths.items():
             if not p.startswith("/") or p.rstrip("/") == "":
                 raise bad(k, f"expected an absolute path, got {p!r}")
+        leavers = v.get("accounts_max_leavers")
+        if leavers is not None and (type(leavers) is not int or leavers < 0):
+            raise bad("accounts_max_leavers", f"expected a number of students, got {leavers!r}")
         return cls(
             expire,
             uid_r,
@@ -107,7 +124,14 @@ class AccountsConfig:
             paths["accounts_shell"],
             flag(v, "accounts_password_login", False, bad),
             flag(v, "accounts_shared_home", True, bad),
+            leavers,
+            where or (lambda _key: (source, None)),
         )
+
+    def leaver_limit(self, class_size: int) -> int:
+        """How many students one sync may lock: ``accounts_max_leavers``, else 10% of the
+        class or 5, whichever is larger."""
+        return self.max_leavers if self.max_leavers is not None else max(5, class_size // 10)
 
     @property
     def expire_days(self) -> int:
@@ -126,6 +150,12 @@ def flag(v: dict[str, Any], key: str, default: bool, bad: Any) -> bool:
     if text in ("false", "no", "off", "0"):
         return False
     raise bad(key, f"expected true or false, got {raw!r}")
+
+
+def leavers(before: AccountsState, after: AccountsState) -> list[str]:
+    """Usernames active in ``before`` that ``after`` locks (left) or drops."""
+    return sorted(r.username for sid, r in before.students.items() if r.status == ACTIVE
+                  and (sid not in after.students or after.students[sid].status != ACTIVE))
 
 
 def allocate(
@@ -147,9 +177,9 @@ def allocate(
             gid = max(st.pair_gid_high + 1, cfg.pair_gid_range[0])
             if gid > cfg.pair_gid_range[1]:
                 raise InputError(
-                    source,
-                    None,
-                    "accounts_pair_gid_range is used up",
+                    *cfg.where("accounts_pair_gid_range", source),
+                    f"accounts_pair_gid_range is used up (the state file {source} has given "
+                    f"every gid up to {st.pair_gid_high})",
                     hint="widen it in group_vars",
                 )
             st.pair_gid_high = gid
@@ -169,7 +199,10 @@ def allocate(
             uid = max(st.uid_high + 1, cfg.uid_range[0])
             if uid > cfg.uid_range[1]:
                 raise InputError(
-                    source, None, "accounts_uid_range is used up", hint="widen it in group_vars"
+                    *cfg.where("accounts_uid_range", source),
+                    f"accounts_uid_range is used up (the state file {source} has given every "
+                    f"uid up to {st.uid_high})",
+                    hint="widen it in group_vars",
                 )
             st.uid_high = uid
             st.students[sid] = StudentRecord(
@@ -218,6 +251,15 @@ class Desired:
     dirs: dict[str, WantDir] = field(default_factory=dict)
 
 
+def child(root: str, name: str) -> str:
+    """``root/name`` for a validated name; never a path outside ``root``."""
+    why = names.why_invalid(name)
+    path = posixpath.normpath(f"{root}/{name}")
+    if why or posixpath.dirname(path) != posixpath.normpath(root):
+        raise ValueError(f"refusing a path for {name!r} under {root}: {why or 'outside it'}")
+    return path
+
+
 def comment_for(rec: StudentRecord) -> str:
     text = f"{rec.first_name} {rec.last_name}".strip()
     return "".join(ch for ch in text if ch not in ":,=\n\r") or rec.username
@@ -235,7 +277,7 @@ def desired(state: AccountsState, roster: Roster, cfg: AccountsConfig, *, homes:
         if rec.status == OFFBOARDED:
             continue
         want.groups[rec.username] = rec.uid
-        home = f"{cfg.home_root}/{rec.username}"
+        home = child(cfg.home_root, rec.username)
         active = rec.status == ACTIVE
         # a student who left keeps the account, locked: no login shell, no groups, expired
         want.users[rec.username] = WantUser(
@@ -259,6 +301,6 @@ def desired(state: AccountsState, roster: Roster, cfg: AccountsConfig, *, homes:
         want.dirs[cfg.pairs_dir] = WantDir(cfg.pairs_dir, 0, 0, 0o755)
         for p in state.pairs.values():
             if p.status == ACTIVE:
-                path = f"{cfg.pairs_dir}/{p.group}"
+                path = child(cfg.pairs_dir, p.group)
                 want.dirs[path] = WantDir(path, 0, p.gid, 0o2770)
     return want

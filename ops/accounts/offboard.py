@@ -15,14 +15,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ops.accounts.model import allocate
+from ops.accounts.model import allocate, child
 from ops.accounts.sync import Context
-from ops.errors import OpsError, RemoteError, UsageError
+from ops.errors import OpsError, Refused, RemoteError, UsageError
 from ops.state import ACTIVE, LEFT, OFFBOARDED, AccountsState
 
-#: root-only work area for archives on the home host (/var/lib is not writable by students,
-#: so nobody can plant a symlink there); each run makes its own mktemp directory inside.
+#: Work area for archives on the home host (/var/lib is not writable by students, so nobody
+#: can plant a symlink there): root's, 0711; each archive gets its own mktemp directory
+#: inside, 0700 and owned by the ops user from the start, so only root and that user can
+#: ever read an archive (never a world-readable copy in /tmp, as a sudo download makes).
 REMOTE_BASE = "/var/lib/course-ops/offboard"
+_CHUNK = 1 << 20
 
 
 def choose(state: AccountsState, who: list[str], everyone: bool) -> list[str]:
@@ -82,7 +85,7 @@ def check_archive(archive: Path, manifest: Path) -> int:
         for m in tar.getmembers():
             if m.isfile():
                 fh = tar.extractfile(m)
-                have[m.name] = hashlib.sha256(fh.read() if fh else b"").hexdigest()
+                have[m.name] = _sha256(fh) if fh else hashlib.sha256(b"").hexdigest()
             elif m.islnk():
                 links[m.name] = m.linkname
         for name, target in links.items():
@@ -103,6 +106,14 @@ def check_archive(archive: Path, manifest: Path) -> int:
     return len(want)
 
 
+def _sha256(fh: Any) -> str:
+    """The sha256 of a file object, read in chunks (a 20 GB checkpoint needs no 20 GB)."""
+    digest = hashlib.sha256()
+    while chunk := fh.read(_CHUNK):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
 def _sh(host: Any, command: str) -> str:
     sudo = host.data.get("ssh_user", "root") != "root"
     ok, output = host.run_shell_command(command, _sudo=sudo)
@@ -120,30 +131,35 @@ def _archive(host: Any, parent: str, name: str, dest: Path) -> int | None:
             f"{archive} exists already",
             hint="offboard into a new --archive DIR; nothing was removed",
         )
-    exists = _sh(host, f"test -d {q(parent + '/' + name)} && echo yes || echo no").strip()
+    path = child(parent, name)
+    exists = _sh(host, f"test -d {q(path)} && echo yes || echo no").strip()
     if exists != "yes":
         return None
+    user = str(host.data.get("ssh_user", "root"))
     work = _sh(
         host,
-        f"install -d -m 0700 -o root -g root {REMOTE_BASE} && mktemp -d {REMOTE_BASE}/run.XXXXXXXX",
+        f"install -d -m 0711 -o root -g root {REMOTE_BASE} && chmod 0711 {REMOTE_BASE} && "
+        f"d=$(mktemp -d {REMOTE_BASE}/run.XXXXXXXX) && chown {q(user)} \"$d\" && "
+        'chmod 0700 "$d" && echo "$d"',
     ).strip()
     rt, rm = f"{work}/{name}.tar.gz", f"{work}/{name}.sha256"
     try:
         _sh(
             host,
-            f"tar -C {q(parent)} --one-file-system -czf {q(rt)} {q(name)} && "
+            f"umask 077 && tar -C {q(parent)} --one-file-system -czf {q(rt)} {q(name)} && "
             f"cd {q(parent)} && find {q(name)} -type f -print0 | "
-            f"xargs -0r sha256sum -z > {q(rm)}",
+            f"xargs -0r sha256sum -z > {q(rm)} && chown {q(user)} {q(rt)} {q(rm)}",
         )
-        sudo = host.data.get("ssh_user", "root") != "root"
         for remote, local in ((rt, archive), (rm, manifest)):
-            if not host.get_file(remote, str(local), _sudo=sudo):
+            # as the ops user, straight from its own directory: no sudo copy anywhere
+            if not host.get_file(remote, str(local)):
                 raise RemoteError(f"{host.name}: could not fetch {remote}")
             local.chmod(0o600)
     finally:
         _sh(host, f"rm -rf {q(work)}")
     n = check_archive(archive, manifest)
-    digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+    with open(archive, "rb") as fh:
+        digest = _sha256(fh)
     with open(dest / "SHA256SUMS", "a", encoding="utf-8") as fh:
         fh.write(f"{digest}  {archive.name}\n")
     return n
@@ -156,12 +172,22 @@ def offboard(
     everyone: bool,
     confirm: Callable[[str], bool],
     progress: Callable[[str], None] = lambda _m: None,
+    *,
+    allow_mass_change: bool = False,
 ) -> list[str]:
     from ops.accounts import remote
 
     with ctx.statefile.locked():
         state = allocate(ctx.roster, ctx.statefile.load(), ctx.cfg, ctx.statefile.path)
         sids = choose(state, who, everyone)
+        live = sum(1 for r in state.students.values() if r.status != OFFBOARDED)
+        if not who and not everyone and len(sids) > ctx.cfg.leaver_limit(live) \
+                and not allow_mass_change:
+            raise Refused(
+                f"{ctx.statefile.path}: {len(sids)} of {live} students left the roster; "
+                f"offboarding removes more than accounts_max_leavers "
+                f"({ctx.cfg.leaver_limit(live)}); nothing was changed",
+                hint="name them, use --all at semester end, or pass --allow-mass-change")
         pairs = pairs_emptied(state, sids, everyone)
         if not sids and not pairs:
             progress("nobody to offboard")
@@ -199,21 +225,18 @@ def offboard(
                 cmds = []
                 for name in users:
                     cmds.append(f"(pkill -KILL -u {q(name)} || true)")
-                    cmds.append(
-                        f"(for _ in $(seq 50); do pgrep -u {q(name)} >/dev/null "
-                        "|| break; sleep 0.1; done)"
-                    )
-                    cmds.append(
-                        f"(for _ in $(seq 50); do pgrep -u {q(name)} >/dev/null "
+                    cmds.append(  # up to 10 s for the killed processes to be gone
+                        f"(for _ in $(seq 100); do pgrep -u {q(name)} >/dev/null "
                         "|| break; sleep 0.1; done)"
                     )
                     cmds.append(f"(! id -u {q(name)} >/dev/null 2>&1 || userdel {q(name)})")
                     cmds.append(f"(! getent group {q(name)} >/dev/null || groupdel {q(name)})")
                     if h.name in ctx.home_hosts:
-                        cmds.append(f"rm -rf --one-file-system {q(ctx.cfg.home_root + '/' + name)}")
+                        home_dir = child(ctx.cfg.home_root, name)
+                        cmds.append(f"rm -rf --one-file-system {q(home_dir)}")
                 for g in groups:
                     if h.name in ctx.home_hosts:
-                        cmds.append(f"rm -rf --one-file-system {q(ctx.cfg.pairs_dir + '/' + g)}")
+                        cmds.append(f"rm -rf --one-file-system {q(child(ctx.cfg.pairs_dir, g))}")
                     cmds.append(f"(! getent group {q(g)} >/dev/null || groupdel {q(g)})")
                 scripts[h.name] = [" && ".join(cmds)] if cmds else []
             remote.apply(pstate, scripts, "Remove the offboarded accounts")

@@ -27,6 +27,11 @@ class Change:
     subject: str
     detail: str = ""
     argv: tuple[tuple[str, ...], ...] = ()
+    #: ``user:crypt-hash`` for ``chpasswd -e``, sent on stdin (never on a command line:
+    #: every user on the host can read command lines in ps); never shown or logged
+    secret: str = field(default="", repr=False)
+    #: commands run after the secrets are set (``chage -d 0``: change it at first login)
+    after: tuple[tuple[str, ...], ...] = ()
 
     def as_dict(self) -> dict[str, str]:
         return {
@@ -62,6 +67,16 @@ class HostPlan:
         if cur:
             chunks.append(" && ".join(cur))
         return [locked(c) for c in chunks]
+
+    def password_step(self) -> tuple[str, str] | None:
+        """``(command, stdin)``: every initial password of this plan in one ``chpasswd -e``
+        that reads the hashes on stdin, then the commands that follow it; run after the
+        chunks (the accounts exist by then). None when no password is set."""
+        secrets = [c.secret for c in self.changes if c.secret]
+        if not secrets:
+            return None
+        commands = ["chpasswd -e", *(shlex.join(a) for c in self.changes for a in c.after)]
+        return locked(" && ".join(commands)), "".join(f"{s}\n" for s in secrets)
 
 
 #: Serialises course-ops runs on a host: a run killed locally may leave its last command
@@ -143,7 +158,7 @@ def _user_changes(
             "-s",
             u.shell,
             "-p",
-            initial_password(u.name) if u.password_login and not u.locked else "*",
+            "*",  # a usable password comes on stdin (password_step), never in argv
         ]
         if u.groups:
             argv += ["-G", ",".join(sorted(u.groups))]
@@ -151,16 +166,19 @@ def _user_changes(
         cmds = [tuple(argv)]
         if u.locked:
             cmds.append(("usermod", "-L", u.name))
-        elif u.password_login:
-            cmds.append(("chage", "-d", "0", u.name))  # change it at the first login
+        with_password = u.password_login and not u.locked
         out.changes.append(
             Change(
                 host,
                 LOCK if u.locked else ADD,
                 "user",
                 u.name,
-                f"uid {u.uid}, groups {','.join(sorted(u.groups)) or '-'}",
+                f"uid {u.uid}, groups {','.join(sorted(u.groups)) or '-'}"
+                + ("; initial password" if with_password else ""),
                 tuple(cmds),
+                secret=f"{u.name}:{initial_password(u.name)}" if with_password else "",
+                # change it at the first login
+                after=(("chage", "-d", "0", u.name),) if with_password else (),
             )
         )
         return
@@ -195,6 +213,7 @@ def _user_changes(
         )
         argv += ["-e", _date(u.expire_days)]
     action = CHANGE
+    secret = ""
     if u.locked and kind != "!":
         action = LOCK
         argv += ["-L"]
@@ -202,20 +221,18 @@ def _user_changes(
     elif not u.locked and u.password_login and kind != "hash":
         action = UNLOCK if kind != "*" else CHANGE
         what.append("initial password")
-        argv += ["-p", initial_password(u.name)]
+        secret = f"{u.name}:{initial_password(u.name)}"
     elif not u.locked and not u.password_login and kind != "*":
         action = UNLOCK if kind != "hash" else CHANGE
         what.append("password login off")
         argv += ["-p", "*"]  # key login only; no usable password
-    if len(argv) > 1:
-        argv.append(u.name)
-        cmds = [tuple(argv)]
-        if "initial password" in what:
-            cmds.append(("chage", "-d", "0", u.name))
+    if len(argv) > 1 or secret:
+        cmds = [(*argv, u.name)] if len(argv) > 1 else []
         if action == LOCK:
             cmds.append(_end_sessions(u.name))
         out.changes.append(
-            Change(host, action, "user", u.name, "; ".join(what) or action, tuple(cmds))
+            Change(host, action, "user", u.name, "; ".join(what) or action, tuple(cmds),
+                   secret=secret, after=(("chage", "-d", "0", u.name),) if secret else ())
         )
 
 

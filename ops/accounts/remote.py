@@ -106,10 +106,14 @@ def read_fact(state: State, fact: Any, per_host_kwargs: dict[str, dict[str, Any]
     return out
 
 
-def apply(state: State, scripts: dict[str, list[str]], name: str) -> None:
-    """Run each host's command chunks as one pyinfra operation; raise if any host fails."""
+def apply(state: State, scripts: dict[str, list[str]], name: str,
+          with_stdin: dict[str, tuple[str, str]] | None = None) -> None:
+    """Run each host's command chunks as one pyinfra operation, then each host's
+    ``(command, stdin)`` of ``with_stdin`` (secrets travel on stdin, never in a command
+    line); raise if any host fails."""
     todo = {h: chunks for h, chunks in scripts.items() if chunks}
-    if not todo:
+    secret = {h: step for h, step in (with_stdin or {}).items() if step}
+    if not todo and not secret:
         return
     for host_name, chunks in todo.items():
         add_op(
@@ -118,6 +122,15 @@ def apply(state: State, scripts: dict[str, list[str]], name: str) -> None:
             name=name,
             commands=chunks,
             host=state.inventory.get_host(host_name),
+        )
+    for host_name, (command, stdin) in secret.items():
+        add_op(
+            state,
+            server.shell,
+            name="Set the initial passwords (hashes on stdin)",
+            commands=[command],
+            host=state.inventory.get_host(host_name),
+            _stdin=stdin,
         )
     try:
         run_ops(state)

@@ -12,6 +12,28 @@ from ops.accounts.snapshot import SlurmSnapshot
 from ops.state import ACTIVE, AccountsState
 
 
+def duration_seconds(text: str) -> int:
+    """A Slurm time (``MM``, ``MM:SS``, ``HH:MM:SS``, ``D-HH``, ``D-HH:MM``,
+    ``D-HH:MM:SS``) in seconds."""
+    days, _, rest = str(text).rpartition("-")
+    parts = [int(p) for p in rest.split(":")]
+    if days:
+        parts += [0] * (3 - len(parts))  # D-HH, D-HH:MM
+        h, m, s = parts
+    else:
+        h, m, s = ([0] * (3 - len(parts)) + parts) if len(parts) == 3 else \
+            ([0, *parts] if len(parts) == 2 else [0, parts[0], 0])
+    return ((int(days or 0) * 24 + h) * 60 + m) * 60 + s
+
+
+def sacct_duration(text: str) -> str:
+    """A Slurm time as sacctmgr shows it: ``24:00:00`` -> ``1-00:00:00``."""
+    days, rest = divmod(duration_seconds(text), 86400)
+    h, rest = divmod(rest, 3600)
+    m, s = divmod(rest, 60)
+    return (f"{days}-" if days else "") + f"{h:02d}:{m:02d}:{s:02d}"
+
+
 def _q(value: str) -> str:
     return "'" + value.replace("'", "") + "'"
 

@@ -22,12 +22,20 @@ class PasswdEntry:
     shell: str
 
 
+#: Slurm's side of the snapshot, on the controller. Output is held in shell variables (no
+#: file: root never writes a predictable path in a world-writable directory). Without
+#: sacctmgr there is no Slurm yet (no section); a sacctmgr that fails is ``#slurm-error``
+#: with its last words, which the plan turns into an error, never into "nothing to do".
 SLURM_SNAPSHOT = (
-    "if command -v sacctmgr >/dev/null 2>&1 && "
-    "sacctmgr -nP show cluster format=cluster >/tmp/.course-ops-cl 2>/dev/null; then "
-    "echo '#slurm-cluster'; cat /tmp/.course-ops-cl; rm -f /tmp/.course-ops-cl; "
-    "echo '#slurm-assoc'; sacctmgr -nP show assoc format=account,user,parentname; "
-    "echo '#slurm-users'; sacctmgr -nP show user format=user,defaultaccount; fi"
+    "if command -v sacctmgr >/dev/null 2>&1; then "
+    "if cl=$(sacctmgr -nP show cluster format=cluster 2>/dev/null) && "
+    "as=$(sacctmgr -nP show assoc format=account,user,parentname 2>/dev/null) && "
+    "us=$(sacctmgr -nP show user format=user,defaultaccount 2>/dev/null); then "
+    "echo '#slurm-cluster'; printf '%s\\n' \"$cl\"; "
+    "echo '#slurm-assoc'; printf '%s\\n' \"$as\"; "
+    "echo '#slurm-users'; printf '%s\\n' \"$us\"; "
+    "else echo '#slurm-error'; sacctmgr -nP show cluster format=cluster 2>&1 | tail -n 2; "
+    "fi; fi"
 )
 
 
@@ -37,6 +45,7 @@ class SlurmSnapshot:
     accounts: dict[str, str] = field(default_factory=dict)  # account -> parent
     assocs: set[tuple[str, str]] = field(default_factory=set)  # (user, account)
     default_account: dict[str, str] = field(default_factory=dict)
+    error: str = ""  # sacctmgr failed: what it said
 
 
 def parse_slurm(section: str, line: str, snap: SlurmSnapshot) -> None:
@@ -51,6 +60,9 @@ def parse_slurm(section: str, line: str, snap: SlurmSnapshot) -> None:
             snap.accounts[account] = parent
     elif section == "slurm-users" and len(f) >= 2:
         snap.default_account[f[0]] = f[1]
+    elif section == "slurm-error":
+        said = line.strip()
+        snap.error = said if snap.error == "sacctmgr failed" else f"{snap.error} {said}".strip()
 
 
 @dataclass
@@ -73,12 +85,15 @@ class HostSnapshot:
         return {gid: name for name, gid in self.groups.items()}
 
 
-def snapshot_command(home_root: str, pairs_dir: str, homes: bool, slurm: bool = False) -> str:
+def snapshot_script(home_root: str, pairs_dir: str, homes: bool, slurm: bool = False,
+                    etc: str = "/etc") -> str:
+    """The snapshot's shell script (without the host lock); ``etc`` for tests."""
+    e = shlex.quote(etc)
     lines = [
-        "echo '#passwd'; cat /etc/passwd",
-        "echo '#group'; cat /etc/group",
+        f"echo '#passwd'; cat {e}/passwd",
+        f"echo '#group'; cat {e}/group",
         'echo \'#shadow\'; awk -F: \'{k=substr($2,1,1); if ($2=="") k="empty";'
-        ' else if (k!="*" && k!="!") k="hash"; print $1":"k":"$8}\' /etc/shadow',
+        f' else if (k!="*" && k!="!") k="hash"; print $1":"k":"$8}}\' {e}/shadow',
     ]
     if homes:
         h, p = shlex.quote(home_root), shlex.quote(pairs_dir)
@@ -92,9 +107,13 @@ def snapshot_command(home_root: str, pairs_dir: str, homes: bool, slurm: bool = 
         ]
     if slurm:
         lines.append(SLURM_SNAPSHOT)
+    return "; ".join(lines)
+
+
+def snapshot_command(home_root: str, pairs_dir: str, homes: bool, slurm: bool = False) -> str:
     from ops.accounts.plan import locked
 
-    return locked("; ".join(lines))
+    return locked(snapshot_script(home_root, pairs_dir, homes, slurm))
 
 
 def parse_snapshot(lines: list[str]) -> HostSnapshot:
@@ -112,8 +131,12 @@ def parse_snapshot(lines: list[str]) -> HostSnapshot:
             "slurm-cluster",
             "slurm-assoc",
             "slurm-users",
+            "slurm-error",
         }:
             section = line[1:]
+            if section == "slurm-error":  # even when sacctmgr said nothing
+                snap.slurm = snap.slurm or SlurmSnapshot()
+                snap.slurm.error = snap.slurm.error or "sacctmgr failed"
             continue
         if not line.strip():
             continue

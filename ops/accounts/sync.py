@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from ops import inventory as inv_mod
+from ops import roles
 from ops import roster as roster_mod
 from ops.accounts import slurm
-from ops.accounts.model import AccountsConfig, allocate, desired
+from ops.accounts.model import AccountsConfig, allocate, desired, leavers
 from ops.accounts.passwords import InitialPasswords
 from ops.accounts.plan import HostPlan, compute
 from ops.accounts.snapshot import AccountsSnapshot, HostSnapshot
-from ops.errors import InputError, OpsError
+from ops.errors import InputError, OpsError, Refused, RemoteError
 from ops.inventory import ACCOUNT_GROUPS, Host, Inventory
 from ops.roster import Roster
-from ops.state import AccountsState, StateFile
+from ops.state import ACTIVE, AccountsState, StateFile
 
 
 @dataclass
@@ -52,9 +54,17 @@ class Context:
         return [self.hosts[0].name]
 
 
-def load_context(inventory_dir: Path, roster_path: Path | None = None) -> Context:
+def load_context(inventory_dir: Path, roster_path: Path | None = None, *,
+                 today: dt.date | None = None) -> Context:
+    """Everything a run needs, validated before any host is read (``today`` for tests)."""
     inv = inv_mod.load(inventory_dir)
-    cfg = AccountsConfig.from_vars(inv.vars, inv.dir / "group_vars" / "all.yml")
+    cfg = AccountsConfig.from_vars(inv.vars, inv.dir / "group_vars" / "all.yml", inv.where)
+    today = today or dt.date.today()
+    if cfg.expire_date < today:
+        raise InputError(*inv.where("accounts_expire_date"),
+                         f"accounts_expire_date {cfg.expire_date} is in the past: accounts "
+                         "would be made already expired",
+                         hint="set it to the end of this semester")
     path = roster_path or inv.path_var("accounts_roster")
     return Context(inv, cfg, roster_mod.load(path), StateFile(inv.dir))
 
@@ -87,9 +97,14 @@ def plan_for(
     slurm_snap = snaps[ctx.slurm_host].slurm if ctx.slurm_host else None
     if slurm_snap is not None:  # Slurm runs: its associations follow the roster too
         assert ctx.slurm_host is not None
+        if slurm_snap.error:
+            raise RemoteError(
+                f"{ctx.slurm_host}: cannot read Slurm's accounts: {slurm_snap.error}",
+                hint="is slurmdbd running there? (`systemctl status slurmdbd`; "
+                "`ops provision` starts it); nothing was changed")
         plans[ctx.slurm_host].changes += slurm.plan(
             ctx.slurm_host, state, ctx.cfg.course_group,
-            str(ctx.inv.get("slurm_qos_name", "course")), slurm_snap).changes
+            str(roles.setting(ctx.inv.vars, "slurm", "slurm_qos_name")), slurm_snap).changes
     return plans
 
 
@@ -104,11 +119,37 @@ def check_conflicts(plans: dict[str, HostPlan]) -> None:
         )
 
 
-def plan(ctx: Context) -> tuple[AccountsState, dict[str, HostPlan]]:
+def check_leavers(ctx: Context, before: AccountsState, after: AccountsState,
+                  allow: bool) -> list[str]:
+    """The students this run would lock; more than ``accounts_max_leavers`` (a roster that
+    lost most of its rows: a bad export) stops it before any host, unless ``allow``."""
+    gone = leavers(before, after)
+    active = sum(1 for r in before.students.values() if r.status == ACTIVE)
+    limit = ctx.cfg.leaver_limit(active)
+    if len(gone) > limit and not allow:
+        shown = ", ".join(gone[:8]) + (f" and {len(gone) - 8} more" if len(gone) > 8 else "")
+        raise Refused(
+            f"{ctx.roster.path}: this roster would lock {len(gone)} of {active} students "
+            f"(more than accounts_max_leavers, {limit}): {shown}; nothing was changed",
+            hint="check the roster (a bad export?); if it is meant, run again with "
+            "--allow-mass-change")
+    return gone
+
+
+def guard_leavers(ctx: Context, allow: bool) -> list[str]:
+    """:func:`check_leavers` for this roster against the state file (no host is read)."""
+    before = ctx.statefile.load()
+    return check_leavers(ctx, before, allocate(ctx.roster, before, ctx.cfg, ctx.statefile.path),
+                         allow)
+
+
+def plan(ctx: Context, progress: Callable[[str], None] = lambda _m: None
+         ) -> tuple[AccountsState, dict[str, HostPlan]]:
     """The next state and every host's changes; changes nothing anywhere."""
     from ops.accounts import remote
 
     new_state = allocate(ctx.roster, ctx.statefile.load(), ctx.cfg, ctx.statefile.path)
+    progress(f"reading accounts on {len(ctx.hosts)} host(s)")
     with remote.connected(ctx.hosts) as pstate:
         plans = plan_for(ctx, new_state, snapshots(ctx, pstate))
     return new_state, plans
@@ -118,13 +159,17 @@ def sync(
     ctx: Context,
     confirm: Callable[[dict[str, HostPlan]], bool],
     progress: Callable[[str], None] = lambda _m: None,
+    *,
+    allow_mass_change: bool = False,
 ) -> dict[str, HostPlan]:
     from ops.accounts import remote
 
     with ctx.statefile.locked():
-        new_state = allocate(ctx.roster, ctx.statefile.load(), ctx.cfg, ctx.statefile.path)
+        before = ctx.statefile.load()
+        new_state = allocate(ctx.roster, before, ctx.cfg, ctx.statefile.path)
+        check_leavers(ctx, before, new_state, allow_mass_change)
+        progress(f"reading accounts on {len(ctx.hosts)} host(s)")
         with remote.connected(ctx.hosts) as pstate:
-            progress(f"reading accounts on {len(ctx.hosts)} host(s)")
             passwords = InitialPasswords(ctx.statefile.dir / "initial-passwords.csv")
             plans = plan_for(ctx, new_state, snapshots(ctx, pstate), passwords)
             check_conflicts(plans)
@@ -143,6 +188,7 @@ def sync(
                 pstate,
                 {h: p.script_chunks() for h, p in plans.items()},
                 "Bring the course accounts in step with the roster",
+                with_stdin={h: s for h, p in plans.items() if (s := p.password_step())},
             )
         with remote.connected(ctx.hosts) as pstate:
             progress("checking that every host converged")

@@ -10,9 +10,8 @@ from typing import Any
 
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from ops.cli import Opts, common, err, out, pass_opts
+from ops.cli import Opts, Table, common, err, out, pass_opts, styled
 from ops.errors import OpsError, UsageError
 from ops.images import spec as spec_mod
 
@@ -229,7 +228,7 @@ def test_cmd(opts: Opts, variants: tuple[str, ...], gpu: bool | None, uid: int |
         checks = smoke.run(client, p.ref, port=spec.port, gpu=with_gpu, log=opts.say)
         t = Table("check", "result", "detail", title=p.ref)
         for c in checks:
-            t.add_row(c.name, "[green]ok[/]" if c.ok else "[red]FAILED[/]", c.detail)
+            t.add_row(c.name, styled("ok", "green") if c.ok else styled("FAILED", "red"), c.detail)
             failed += not c.ok
         out.print(t)
     if failed:
@@ -333,5 +332,5 @@ def status_cmd(opts: Opts, fmt: str) -> None:
     for r in rows:
         t.add_row(r["variant"], r["checkout"], "yes" if r["built_here"] else "no",
                   r["pushed"] or "-", "yes" if r["in_registry"] else "no",
-                  *("yes" if ok else "[red]no[/]" for ok in r["servers"].values()))
+                  *("yes" if ok else styled("no", "red") for ok in r["servers"].values()))
     out.print(t)

@@ -25,6 +25,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                                                           str(REPO_ROOT / "inventory" / "lab")),
                 help="inventory directory whose plan the hosts must match")
     g.addoption("--ops-roster", default=None, help="roster overriding the inventory's")
+    g.addoption("--expect-gpus", type=int, default=None,
+                help="GPUs each target must show (default: the inventory's gpu_count)")
 
 
 @dataclass
@@ -89,6 +91,43 @@ def inventory_vars(pytestconfig: pytest.Config) -> dict:
 @pytest.fixture(scope="session")
 def expected(pytestconfig: pytest.Config) -> Expected:
     return _expected(pytestconfig)
+
+
+def _host_vars(config: pytest.Config, name: str) -> dict:
+    """What the inventory sets for host ``name`` (Ansible's precedence, see ops.inventory);
+    a target the inventory does not list (``local://``, ``ssh://...``) is taken as one of
+    its GPU servers."""
+    from ops import inventory as inv_mod
+
+    cache = config.__dict__.setdefault("_ops_host_vars", {})
+    if name not in cache:
+        directory = Path(config.getoption("--ops-inventory"))
+        if not (directory / "hosts.yml").is_file():
+            cache[name] = inv_mod.load_vars_only(directory)
+        else:
+            inv = inv_mod.load(directory)
+            host = inv.hosts.get(name) or next(iter(inv.hosts_in("gpu_servers")), None)
+            cache[name] = dict(host.vars) if host else dict(inv.vars)
+    return cache[name]
+
+
+@pytest.fixture(scope="module")
+def host_vars(host, pytestconfig: pytest.Config) -> dict:  # noqa: ANN001
+    """The inventory's variables for the host under test."""
+    return _host_vars(pytestconfig, host_name(host))
+
+
+def host_name(host) -> str:  # noqa: ANN001
+    """The target's name: its inventory name (``ansible://``), else its address."""
+    return str(getattr(host.backend, "host", None) or host.backend.get_pytest_id()
+               .split("://", 1)[-1] or "local")
+
+
+@pytest.fixture(scope="module")
+def expected_gpus(host_vars, pytestconfig: pytest.Config) -> int:  # noqa: ANN001
+    """How many GPUs the host must have: ``--expect-gpus``, else its ``gpu_count``."""
+    given = pytestconfig.getoption("--expect-gpus")
+    return int(given if given is not None else host_vars.get("gpu_count", 0) or 0)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

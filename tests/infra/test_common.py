@@ -39,9 +39,9 @@ def test_journald_is_capped(host) -> None:  # noqa: ANN001
     assert conf.exists and "SystemMaxUse=" in conf.content_string
 
 
-def test_motd_names_the_course(host, inventory_vars) -> None:  # noqa: ANN001
+def test_motd_names_the_course(host, host_vars) -> None:  # noqa: ANN001
     motd = host.file("/etc/motd").content_string
-    assert str(inventory_vars["course_name"]) in motd
+    assert str(host_vars["course_name"]) in motd
     assert "NVIDIA GPU(s)" in motd
 
 
@@ -49,3 +49,12 @@ def test_no_reboot_pending(host) -> None:  # noqa: ANN001
     pending = host.file("/run/reboot-required")
     why = host.file("/run/reboot-required.pkgs").content_string if pending.exists else ""
     assert not pending.exists, f"reboot required ({why.strip() or 'see /run/reboot-required'})"
+
+
+def test_no_systemd_unit_has_failed(host, host_vars) -> None:  # noqa: ANN001
+    """A failed unit is a host in trouble ("degraded"); production hosts may name units
+    that fail for reasons of their own in ``verify_ignore_failed_units``."""
+    listed = host.check_output("systemctl list-units --failed --plain --no-legend --no-pager")
+    failed = {line.split()[0] for line in listed.splitlines() if line.strip()}
+    ignored = set(host_vars.get("verify_ignore_failed_units") or [])
+    assert not failed - ignored, f"failed units: {', '.join(sorted(failed - ignored))}"

@@ -1,8 +1,10 @@
 """GPU servers: driver, CUDA, compatibility and a real computation (`ops verify gpu`).
 
 Every GPU check needs a GPU, found by PCI vendor 0x10de or a working nvidia-smi, never by
-the binary's presence; without one it is skipped with "no NVIDIA GPU on host". The checks
-that need no GPU (nouveau, an installed toolkit's version) still run.
+the binary's presence. Without one it is skipped with "no NVIDIA GPU on host" only where
+the inventory expects none (``gpu_count: 0``, or ``--expect-gpus 0``); where it expects
+some, a host without them FAILS. The checks that need no GPU (nouveau, an installed
+toolkit's version) always run.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import pytest
 
 from ops import gpu as gpu_data
 
-NO_GPU = "no NVIDIA GPU on host"
+NO_GPU = "no NVIDIA GPU on host (the inventory expects none)"
 QUERY = ("name,driver_version,persistence_mode,ecc.mode.current,"
          "ecc.errors.uncorrected.volatile.total")
 
@@ -33,10 +35,19 @@ def has_gpu(host) -> bool:  # noqa: ANN001
     return smi.rc == 0 and "GPU 0:" in smi.stdout
 
 
+def require_gpu(host, expected_gpus: int) -> None:  # noqa: ANN001
+    """Return when the host has a GPU; skip where the inventory expects none; fail where
+    it expects some (a check that passes having checked nothing is worse than none)."""
+    if has_gpu(host):
+        return
+    if expected_gpus > 0:
+        pytest.fail(f"the inventory expects {expected_gpus} GPU(s) here, nvidia-smi found none")
+    pytest.skip(NO_GPU)
+
+
 @pytest.fixture(scope="module")
-def gpu(host):  # noqa: ANN001, ANN201
-    if not has_gpu(host):
-        pytest.skip(NO_GPU)
+def gpu(host, expected_gpus):  # noqa: ANN001, ANN201
+    require_gpu(host, expected_gpus)
     return host
 
 
@@ -53,20 +64,13 @@ def smi_header(gpu) -> str:  # noqa: ANN001
     return gpu.check_output("nvidia-smi")
 
 
-def var(host, expected_vars, name: str, default: object = None) -> object:  # noqa: ANN001
-    """A host's inventory variable (Ansible targets), else the inventory's ``all`` level."""
-    if host.backend.NAME == "ansible":
-        return host.ansible.get_variables().get(name, expected_vars.get(name, default))
-    return expected_vars.get(name, default)
-
-
-def test_nvidia_smi_lists_the_expected_gpus(gpu, gpus, inventory_vars) -> None:  # noqa: ANN001
-    want = int(var(gpu, inventory_vars, "gpu_count", 1) or 1)  # type: ignore[arg-type]
+def test_nvidia_smi_lists_the_expected_gpus(gpu, gpus, expected_gpus) -> None:  # noqa: ANN001
+    want = max(expected_gpus, 1)
     assert len(gpus) >= want, f"nvidia-smi lists {len(gpus)} GPU(s), the inventory wants {want}"
 
 
-def test_driver_is_recent_enough(gpus, inventory_vars) -> None:  # noqa: ANN001
-    minimum = str(inventory_vars.get("nvidia_driver_min_version", "0"))
+def test_driver_is_recent_enough(gpus, host_vars) -> None:  # noqa: ANN001
+    minimum = str(host_vars.get("nvidia_driver_min_version", "0"))
     for g in gpus:
         assert gpu_data.version_tuple(g["driver_version"]) >= gpu_data.version_tuple(minimum)
 
@@ -104,23 +108,22 @@ def _nvcc(host, version: str) -> str | None:  # noqa: ANN001
     return found.stdout.strip() if found.rc == 0 else None
 
 
-def test_cuda_toolkit_or_driver_cuda(host, inventory_vars) -> None:  # noqa: ANN001
-    want = str(inventory_vars.get("cuda_toolkit_version", ""))
+def test_cuda_toolkit_or_driver_cuda(host, host_vars, expected_gpus) -> None:  # noqa: ANN001
+    want = str(host_vars.get("cuda_toolkit_version", ""))
     nvcc = _nvcc(host, want)
     if nvcc:
         release = gpu_data.nvcc_release(host.check_output(f"{nvcc} --version"))
         assert release == want, f"{nvcc} is CUDA {release}, the inventory wants {want}"
         return
-    if not has_gpu(host):
-        pytest.skip(NO_GPU)
-    image_cuda = str(inventory_vars["course_image_cuda"])
+    require_gpu(host, expected_gpus)
+    image_cuda = str(host_vars["course_image_cuda"])
     driver_cuda = gpu_data.driver_cuda_version(host.check_output("nvidia-smi"))
     assert driver_cuda is not None
     assert gpu_data.version_tuple(driver_cuda) >= gpu_data.version_tuple(image_cuda)
 
 
-def test_driver_runs_the_course_image_cuda(gpus, inventory_vars) -> None:  # noqa: ANN001
-    image_cuda = str(inventory_vars["course_image_cuda"])
+def test_driver_runs_the_course_image_cuda(gpus, host_vars) -> None:  # noqa: ANN001
+    image_cuda = str(host_vars["course_image_cuda"])
     need = gpu_data.min_driver(image_cuda)
     for g in gpus:
         assert gpu_data.driver_runs(g["driver_version"], image_cuda), \
@@ -156,13 +159,13 @@ int main(){const int n=128;size_t sz=n*n*sizeof(double);double*a,*b,*c;
 """
 
 
-def test_a_cuda_computation_gives_the_right_answer(gpu, inventory_vars) -> None:  # noqa: ANN001
+def test_a_cuda_computation_gives_the_right_answer(gpu, host_vars) -> None:  # noqa: ANN001
     if gpu.run("python3 -c 'import torch'").rc == 0:
         r = gpu.run("python3 -c %s", MATMUL)
         assert r.rc == 0, r.stderr
         assert "max_abs_err=" in r.stdout
         return
-    nvcc = _nvcc(gpu, str(inventory_vars.get("cuda_toolkit_version", "")))
+    nvcc = _nvcc(gpu, str(host_vars.get("cuda_toolkit_version", "")))
     assert nvcc, "neither torch nor nvcc on the host: no way to run a CUDA computation"
     tmp = gpu.check_output("mktemp -d")
     try:

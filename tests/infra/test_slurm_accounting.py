@@ -3,6 +3,9 @@ course QOS, and every roster pair's account with exactly its members."""
 
 from __future__ import annotations
 
+from ops import roles
+from ops.accounts.slurm import sacct_duration
+
 
 def test_slurmdbd_config_is_secret(host) -> None:  # noqa: ANN001
     conf = host.file("/etc/slurm/slurmdbd.conf")
@@ -17,19 +20,21 @@ def test_nodes_are_idle(host) -> None:  # noqa: ANN001
 
 
 def test_course_qos_caps_gpus_and_wall_time(host, inventory_vars) -> None:  # noqa: ANN001
-    qos = str(inventory_vars.get("slurm_qos_name", "course"))
+    qos = str(roles.setting(inventory_vars, "slurm", "slurm_qos_name"))
+    gpus = roles.setting(inventory_vars, "slurm", "slurm_pair_max_gpus")
+    wall = sacct_duration(str(roles.setting(inventory_vars, "slurm", "slurm_max_time")))
     line = host.check_output(f"sacctmgr -nP show qos where name={qos} "
                              "format=name,maxtresperaccount,maxwall")
-    name, tres, wall = line.split("|")
-    assert tres == f"gres/gpu={inventory_vars.get('slurm_pair_max_gpus', 1)}"
-    assert wall == "1-00:00:00"
+    assert line.split("|") == [qos, f"gres/gpu={gpus}", wall]
 
 
-def test_every_pair_has_its_account(host, expected, pair_group) -> None:  # noqa: ANN001
+def test_every_pair_has_its_account(host, expected, pair_group,  # noqa: ANN001
+                                    inventory_vars) -> None:  # noqa: ANN001
+    qos = str(roles.setting(inventory_vars, "slurm", "slurm_qos_name"))
     rows = host.check_output(f"sacctmgr -nP show assoc where account={pair_group} "
                              "format=user,parentname,qos").splitlines()
     account = [r for r in rows if r.split("|")[0] == ""]
     users = sorted(r.split("|")[0] for r in rows if r.split("|")[0])
     assert account and account[0].split("|")[1] == expected.cfg.course_group
-    assert "course" in account[0].split("|")[2].split(",")
+    assert qos in account[0].split("|")[2].split(",")
     assert users == expected.members(pair_group)

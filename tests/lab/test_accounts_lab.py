@@ -12,6 +12,7 @@ import csv
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -229,6 +230,67 @@ def test_offboard_archives_checks_then_removes(lab_inventory: Path, tmp_path: Pa
     assert docker_exec("ctl", "sh", "-c", f"test -e /home/{user} && echo yes || echo no") \
         .strip() == "no"
     verify(lab_inventory, tmp_path / "offboarded.xml")
+
+
+OPS_USER = "opsadmin"
+
+
+def as_ops_user(lab_inventory: Path, tmp_path: Path) -> Path:
+    """A copy of the lab's inventory that reaches every node as a non-root ops user with
+    passwordless sudo (the production shape of inventory/example), made on every node."""
+    pub = (lab_inventory / ".lab" / "id_ed25519.pub").read_text().strip()
+    for node in NODES:
+        docker_exec(node, "sh", "-c", f"""set -e
+id -u {OPS_USER} >/dev/null 2>&1 || useradd -u 1900 -m -s /bin/bash {OPS_USER}
+echo '{OPS_USER} ALL=(ALL) NOPASSWD: ALL' > /etc/sudoers.d/{OPS_USER}
+chmod 0440 /etc/sudoers.d/{OPS_USER}
+install -d -m 0700 -o {OPS_USER} -g {OPS_USER} /home/{OPS_USER}/.ssh
+printf '%s\n' '{pub}' > /home/{OPS_USER}/.ssh/authorized_keys
+chown {OPS_USER}:{OPS_USER} /home/{OPS_USER}/.ssh/authorized_keys""")
+    inv = tmp_path / "as-ops-user"
+    shutil.copytree(lab_inventory, inv, symlinks=True)
+    hosts = (inv / "hosts.yml").read_text()
+    assert "ansible_user: root" in hosts
+    (inv / "hosts.yml").write_text(hosts.replace("ansible_user: root",
+                                                 f"ansible_user: {OPS_USER}"))
+    return inv
+
+
+def test_offboarding_as_a_sudo_user_never_lets_a_student_read_an_archive(
+        lab_inventory: Path, tmp_path: Path) -> None:
+    """An ops user with sudo fetches a big home; meanwhile another student watches every
+    place they can read (inotify and rescans) for archive bytes: nothing, at any moment."""
+    inv = as_ops_user(lab_inventory, tmp_path)
+    rows = read_roster(inv)
+    names = usernames(inv)
+    leaver, watcher = names[rows[0]["student_id"]], names[rows[-1]["student_id"]]
+    write_roster(inv, rows[1:])
+    ops(inv, "-y", "accounts", "sync")  # through sudo: the leaver is locked
+    docker_exec("ctl", "sh", "-c", f"head -c 160M /dev/urandom > /home/{leaver}/checkpoint.pt"
+                                   f" && chown {leaver} /home/{leaver}/checkpoint.pt")
+    subprocess.run(["docker", "cp", str(Path(__file__).with_name("leak_watcher.py")),
+                    f"{LAB_NAME}-ctl:/usr/local/lib/leak_watcher.py"], check=True)
+    docker_exec("ctl", "rm", "-f", "/tmp/.course-ops-leak-watcher-stop")
+    watch = subprocess.Popen(["docker", "exec", "-u", watcher, f"{LAB_NAME}-ctl", "python3",
+                              "/usr/local/lib/leak_watcher.py", "600", f"/home/{OPS_USER}"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1)
+        archive = tmp_path / "archive"
+        started = time.monotonic()
+        ops(inv, "-y", "accounts", "offboard", "--archive", str(archive))
+        seconds = time.monotonic() - started
+    finally:
+        docker_exec("ctl", "touch", "/tmp/.course-ops-leak-watcher-stop")
+        report, errors = watch.communicate(timeout=60)
+    seen = json.loads(report or "{}")
+    assert "/tmp" in seen.get("watched", []), errors
+    assert seen["readable"] == [], f"a student could read archive bytes: {seen['readable']}"
+    assert seconds > 3, f"the fetch took {seconds:.1f} s: too short to prove anything"
+    assert (archive / f"{leaver}.tar.gz").stat().st_size > 150 << 20
+    assert leaver not in docker_exec("ctl", "cut", "-d:", "-f1", "/etc/passwd").split()
+    assert docker_exec("ctl", "sh", "-c", "ls -A /var/lib/course-ops/offboard").strip() == ""
+    verify(inv, tmp_path / "after.xml")
 
 
 def test_lab_down_leaves_nothing(lab_inventory: Path) -> None:

@@ -104,6 +104,36 @@ def test_a_pending_reboot_is_reported(provisioned_lab: Path) -> None:
         docker_exec("gpu2", "rm", "-f", "/run/reboot-required", "/run/reboot-required.pkgs")
 
 
+def test_no_unit_fails_and_a_failed_one_fails_verify(provisioned_lab: Path,
+                                                    tmp_path: Path) -> None:
+    """After provision every node is healthy (systemd "running", not "degraded": no
+    persistence daemon failing where no GPU is); a failed unit fails `verify common` unless
+    the inventory names it in verify_ignore_failed_units."""
+    ops(provisioned_lab, "lab", "status")  # exits non-zero if any node is degraded
+    for node in ("gpu1", "gpu2"):
+        assert docker_exec(node, "sh", "-c", "systemctl is-enabled nvidia-persistenced "
+                                             "|| true").strip() == "disabled"
+    unit = "course-ops-fault.service"
+    docker_exec("gpu1", "systemd-run", f"--unit={unit}", "--", "false")
+    host_vars = provisioned_lab / "host_vars"
+    try:
+        wait_for("the unit to fail", lambda: docker_exec(
+            "gpu1", "sh", "-c", f"systemctl is-failed {unit} || true").strip() == "failed",
+            timeout=30)
+        junit = tmp_path / "common.xml"
+        p = ops(provisioned_lab, "verify", "common", "--junit", str(junit), check=False)
+        assert p.returncode == 1
+        failed = [c.get("name", "") for c in ET.parse(junit).getroot().iter("testcase")
+                  if c.find("failure") is not None]
+        assert failed == ["test_no_systemd_unit_has_failed[ansible://gpu1]"]
+        host_vars.mkdir(exist_ok=True)
+        (host_vars / "gpu1.yml").write_text(f"verify_ignore_failed_units: [{unit}]\n")
+        ops(provisioned_lab, "verify", "common")
+    finally:
+        docker_exec("gpu1", "systemctl", "reset-failed", unit)
+        (host_vars / "gpu1.yml").unlink(missing_ok=True)
+
+
 def recaps_reboot(p: subprocess.CompletedProcess[str]) -> set[str]:
     return {h for h, x in parse_output(p.stdout.splitlines()).items() if x.reboot_required}
 

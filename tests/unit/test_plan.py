@@ -167,10 +167,20 @@ def test_password_login_gives_initial_passwords(tmp_path) -> None:
     pw = InitialPasswords(tmp_path / "state" / "initial-passwords.csv")
     plan = compute("ctl", desired(st, ROSTER, cfg, homes=False), parse_snapshot(snapshot()), pw)
     add = next(c for c in plan.changes if c.kind == "user" and c.subject == "dcohen")
-    useradd, chage = add.argv
-    hashed = useradd[useradd.index("-p") + 1]
-    assert hashed.startswith("$6$") and hashed == pw.made["dcohen"][1]
-    assert chage == ("chage", "-d", "0", "dcohen")
+    (useradd,) = add.argv
+    assert useradd[useradd.index("-p") + 1] == "*"
+    hashed = pw.made["dcohen"][1]
+    assert hashed.startswith("$6$")
+    # the hashes travel on stdin, never in a command line (ps shows those to every user)
+    assert all(hashed not in " ".join(a) for c in plan.changes for a in (*c.argv, *c.after))
+    assert all(hashed not in chunk for chunk in plan.script_chunks())
+    step = plan.password_step()
+    assert step is not None
+    command, stdin = step
+    assert "$6$" not in command and "chpasswd -e" in command
+    assert command.index("chpasswd -e") < command.index("chage -d 0 dcohen")
+    assert f"dcohen:{hashed}\n" in stdin and stdin.count("\n") == 3  # the three students
+    assert "$6$" not in repr(add)
     pw.save()
     text = (tmp_path / "state" / "initial-passwords.csv").read_text()
     assert (tmp_path / "state" / "initial-passwords.csv").stat().st_mode & 0o777 == 0o600

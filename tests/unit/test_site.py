@@ -758,6 +758,7 @@ def provision_calls(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[str
     monkeypatch.setitem(sys.modules, "ops.accounts.remote", stub)
     monkeypatch.setattr(ops.accounts, "remote", stub, raising=False)
     monkeypatch.setattr(sync_mod, "load_context", lambda *a: object())
+    monkeypatch.setattr(sync_mod, "guard_leavers", lambda *a: [])
     monkeypatch.setattr(sync_mod, "sync", lambda *a, **k: calls.append("accounts") or {})
     monkeypatch.setattr(site_mod, "provision_wanted", lambda inv: True)
     monkeypatch.setattr(image_commands, "image_extra_vars", lambda inv: ())

@@ -23,6 +23,9 @@ from ops.errors import InputError, OpsError
 VERSION = 1
 ACTIVE, LEFT, OFFBOARDED = "active", "left", "offboarded"
 STATUSES = (ACTIVE, LEFT, OFFBOARDED)
+#: Subordinate UIDs (and as many GIDs) each student gets: 65536, what rootless Podman's
+#: user namespace needs for an image's system users.
+SUBID_COUNT = 65536
 
 
 @dataclass
@@ -33,6 +36,9 @@ class StudentRecord:
     status: str = ACTIVE
     first_name: str = ""
     last_name: str = ""
+    #: the first of the student's subordinate UIDs and GIDs (/etc/subuid, /etc/subgid:
+    #: rootless containers); 0 until the accounts sync gives one
+    subid: int = 0
 
 
 @dataclass
@@ -49,12 +55,14 @@ class AccountsState:
     # the highest ids ever given (so an offboarded id is never given again)
     uid_high: int = 0
     pair_gid_high: int = 0
+    subid_high: int = 0  # the last subordinate id ever given
 
     def to_json(self) -> str:
         doc = {
             "version": VERSION,
             "uid_high": self.uid_high,
             "pair_gid_high": self.pair_gid_high,
+            "subid_high": self.subid_high,
             "students": {k: asdict(v) for k, v in sorted(self.students.items())},
             "pairs": {k: asdict(v) for k, v in sorted(self.pairs.items())},
         }
@@ -81,7 +89,8 @@ def parse(text: str, path: Path) -> AccountsState:
         students = {str(k): StudentRecord(**v) for k, v in doc.get("students", {}).items()}
         pairs = {str(k): PairRecord(**v) for k, v in doc.get("pairs", {}).items()}
         state = AccountsState(
-            students, pairs, int(doc.get("uid_high", 0)), int(doc.get("pair_gid_high", 0))
+            students, pairs, int(doc.get("uid_high", 0)), int(doc.get("pair_gid_high", 0)),
+            int(doc.get("subid_high", 0)),
         )
     except (TypeError, ValueError, AttributeError) as exc:
         raise _bad(path, None, f"malformed record ({exc})") from None
@@ -89,13 +98,15 @@ def parse(text: str, path: Path) -> AccountsState:
         if (
             s.status not in STATUSES
             or type(s.uid) is not int
+            or type(s.subid) is not int
+            or s.subid < 0
             or not isinstance(s.username, str)
             or s.pair not in state.pairs
         ):
             raise _bad(
                 path,
                 _line_of(text, sid),
-                f"student {sid!r} has a bad status, uid, username or pair",
+                f"student {sid!r} has a bad status, uid, subid, username or pair",
             )
     for key, p in state.pairs.items():
         if p.status not in STATUSES or type(p.gid) is not int or not isinstance(p.group, str):
@@ -119,6 +130,10 @@ def parse(text: str, path: Path) -> AccountsState:
     # the high-water marks never fall below an id the file holds (ids are never reused)
     state.uid_high = max([state.uid_high, *uids])
     state.pair_gid_high = max([state.pair_gid_high, *gids])
+    starts = sorted(s.subid for s in state.students.values() if s.subid)
+    if len(set(starts)) != len(starts):
+        raise _bad(path, None, "two students share one subordinate id range")
+    state.subid_high = max([state.subid_high, *(s + SUBID_COUNT - 1 for s in starts)])
     return state
 
 

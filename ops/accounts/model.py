@@ -18,7 +18,15 @@ from typing import Any
 from ops import names
 from ops.errors import InputError
 from ops.roster import Roster
-from ops.state import ACTIVE, LEFT, OFFBOARDED, AccountsState, PairRecord, StudentRecord
+from ops.state import (
+    ACTIVE,
+    LEFT,
+    OFFBOARDED,
+    SUBID_COUNT,
+    AccountsState,
+    PairRecord,
+    StudentRecord,
+)
 
 NOLOGIN_SHELL = "/usr/sbin/nologin"
 #: groups that are root-equivalent or privileged; a student is never in one of them
@@ -39,6 +47,8 @@ class AccountsConfig:
     shell: str
     password_login: bool
     shared_home: bool
+    #: subordinate UIDs/GIDs (rootless containers): SUBID_COUNT per student from this range
+    subid_range: tuple[int, int] = (1_000_000, 1_999_999_999)
     #: a sync that would lock more students than this stops (None: 10% of the class, >= 5)
     max_leavers: int | None = None
     #: the file and line of a setting (for errors about it); from_vars sets it
@@ -110,6 +120,15 @@ class AccountsConfig:
         for k, p in paths.items():
             if not p.startswith("/") or p.rstrip("/") == "":
                 raise bad(k, f"expected an absolute path, got {p!r}")
+        sub_r = id_range("accounts_subid_range", [1_000_000, 1_999_999_999])
+        if sub_r[0] < 100_000 or sub_r[1] - sub_r[0] + 1 < SUBID_COUNT:
+            raise bad("accounts_subid_range", f"expected [low, high] with low >= 100000 and "
+                      f"room for at least one range of {SUBID_COUNT}")
+        for other, r in (("accounts_uid_range", uid_r), ("accounts_pair_gid_range", gid_r),
+                         ("accounts_course_gid", (course_gid, course_gid))):
+            if sub_r[0] <= r[1] and r[0] <= sub_r[1]:
+                raise bad("accounts_subid_range", f"overlaps {other}: a student's container "
+                          "ids would be real users' or groups' ids")
         leavers = v.get("accounts_max_leavers")
         if leavers is not None and (type(leavers) is not int or leavers < 0):
             raise bad("accounts_max_leavers", f"expected a number of students, got {leavers!r}")
@@ -124,6 +143,7 @@ class AccountsConfig:
             paths["accounts_shell"],
             flag(v, "accounts_password_login", False, bad),
             flag(v, "accounts_shared_home", True, bad),
+            sub_r,
             leavers,
             where or (lambda _key: (source, None)),
         )
@@ -214,6 +234,20 @@ def allocate(
     for sid, rec_s in st.students.items():
         if sid not in by_id and rec_s.status == ACTIVE:
             rec_s.status = LEFT
+    # subordinate ids: a range of its own for every account, never reused (kept while the
+    # account exists, locked or not), given in uid order so every run agrees
+    for rec_s in sorted(st.students.values(), key=lambda r: r.uid):
+        if rec_s.status != OFFBOARDED and not rec_s.subid:
+            start = max(st.subid_high + 1, cfg.subid_range[0])
+            if start + SUBID_COUNT - 1 > cfg.subid_range[1]:
+                raise InputError(
+                    *cfg.where("accounts_subid_range", source),
+                    f"accounts_subid_range is used up (the state file {source} has given "
+                    f"every subordinate id up to {st.subid_high})",
+                    hint="widen it in group_vars",
+                )
+            rec_s.subid = start
+            st.subid_high = start + SUBID_COUNT - 1
     for key, p in st.pairs.items():
         if key not in pairs and p.status == ACTIVE:
             p.status = LEFT
@@ -233,6 +267,7 @@ class WantUser:
     locked: bool
     keys: tuple[str, ...] = ()
     password_login: bool = False
+    subid: int = 0  # first subordinate uid/gid (SUBID_COUNT of them); 0: none
 
 
 @dataclass(frozen=True)
@@ -249,6 +284,8 @@ class Desired:
     groups: dict[str, int] = field(default_factory=dict)  # name -> gid
     users: dict[str, WantUser] = field(default_factory=dict)
     dirs: dict[str, WantDir] = field(default_factory=dict)
+    #: every username the state file ever gave (an offboarded one's leftovers are ours)
+    managed: frozenset[str] = frozenset()
 
 
 def child(root: str, name: str) -> str:
@@ -267,7 +304,7 @@ def comment_for(rec: StudentRecord) -> str:
 
 def desired(state: AccountsState, roster: Roster, cfg: AccountsConfig, *, homes: bool) -> Desired:
     """What one host must hold; ``homes``: this host makes the homes and pair dirs."""
-    want = Desired()
+    want = Desired(managed=frozenset(r.username for r in state.students.values()))
     want.groups[cfg.course_group] = cfg.course_gid
     for p in state.pairs.values():
         if p.status != OFFBOARDED:
@@ -294,6 +331,7 @@ def desired(state: AccountsState, roster: Roster, cfg: AccountsConfig, *, homes:
             locked=not active,
             keys=by_id[sid].ssh_keys if active and sid in by_id else (),
             password_login=cfg.password_login,
+            subid=rec.subid,
         )
         if homes and active:
             want.dirs[home] = WantDir(home, rec.uid, rec.uid, 0o700, skel=True)

@@ -231,6 +231,10 @@ def offboard(
                     )
                     cmds.append(f"(! id -u {q(name)} >/dev/null 2>&1 || userdel {q(name)})")
                     cmds.append(f"(! getent group {q(name)} >/dev/null || groupdel {q(name)})")
+                    # its subordinate ids go with it (never given again: the state keeps
+                    # the high-water mark)
+                    cmds.append(f"sed -i '/^{name}:/d' /etc/subuid /etc/subgid 2>/dev/null "
+                                "|| true")
                     if h.name in ctx.home_hosts:
                         home_dir = child(ctx.cfg.home_root, name)
                         cmds.append(f"rm -rf --one-file-system {q(home_dir)}")

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from ops.accounts.model import Desired, WantDir, WantUser
 from ops.accounts.snapshot import HostSnapshot
+from ops.state import SUBID_COUNT
 
 ADD, CHANGE, LOCK, UNLOCK, REMOVE = "add", "change", "lock", "unlock", "remove"
 
@@ -32,6 +33,8 @@ class Change:
     secret: str = field(default="", repr=False)
     #: commands run after the secrets are set (``chage -d 0``: change it at first login)
     after: tuple[tuple[str, ...], ...] = ()
+    #: whole files this change writes, ``(path, content)``: the content goes on stdin
+    write: tuple[tuple[str, str], ...] = ()
 
     def as_dict(self) -> dict[str, str]:
         return {
@@ -67,6 +70,17 @@ class HostPlan:
         if cur:
             chunks.append(" && ".join(cur))
         return [locked(c) for c in chunks]
+
+    def stdin_steps(self) -> list[tuple[str, str]]:
+        """``(command, stdin)`` steps run after the chunks: the initial passwords, then each
+        whole file written (/etc/subuid, /etc/subgid), renamed into place atomically."""
+        steps = [s for s in (self.password_step(),) if s]
+        for c in self.changes:
+            for path, _content in c.write:
+                new = shlex.quote(f"{path}.course-ops.new")
+                steps.append((locked(f"umask 022 && cat > {new} && chmod 0644 {new} && "
+                                     f"mv -f {new} {shlex.quote(path)}"), _content))
+        return steps
 
     def password_step(self) -> tuple[str, str] | None:
         """``(command, stdin)``: every initial password of this plan in one ``chpasswd -e``
@@ -146,6 +160,11 @@ def _user_changes(
             return
         argv = [
             "useradd",
+            # no subordinate ids of useradd's choosing: the sync writes the state's
+            "-K",
+            "SUB_UID_COUNT=0",
+            "-K",
+            "SUB_GID_COUNT=0",
             "-u",
             str(u.uid),
             "-g",
@@ -283,6 +302,55 @@ def _key_changes(host: str, u: WantUser, snap: HostSnapshot, out: HostPlan) -> N
         )
 
 
+def _subid_changes(host: str, want: Desired, snap: HostSnapshot, out: HostPlan) -> None:
+    """Each account's subordinate range in /etc/subuid and /etc/subgid (the same range in
+    both); the lines of other users are kept as they are, in their order."""
+    wanted = {u.name: f"{u.name}:{u.subid}:{SUBID_COUNT}" for u in want.users.values()
+              if u.subid}
+    ours = {u.subid: u.name for u in want.users.values() if u.subid}
+    writes: list[tuple[str, str]] = []
+    per_user: dict[str, list[str]] = {}
+    for kind in ("subuid", "subgid"):
+        lines = snap.subids.get(kind, [])
+        have: dict[str, list[str]] = {}
+        foreign: list[str] = []
+        for line in lines:
+            name = line.split(":", 1)[0]
+            if name in want.managed:
+                have.setdefault(name, []).append(line)
+            else:
+                foreign.append(line)
+                f = line.split(":")
+                if len(f) == 3 and f[1].isdigit() and f[2].isdigit():
+                    lo, hi = int(f[1]), int(f[1]) + int(f[2]) - 1
+                    for start, user in ours.items():
+                        if start <= hi and lo <= start + SUBID_COUNT - 1:
+                            out.conflicts.append(f"{host}: /etc/{kind} gives {name!r} ids "
+                                                 f"{lo}-{hi}, which overlap {user}'s range")
+        changed = False
+        for name in sorted(set(wanted) | set(have)):
+            if have.get(name) != ([wanted[name]] if name in wanted else None):
+                changed = True
+                per_user.setdefault(name, []).append(kind)
+        if changed:
+            text = "".join(f"{line}\n" for line in
+                           [*foreign, *sorted(wanted.values(), key=_subid_start)])
+            writes.append((f"/etc/{kind}", text))
+    for i, (name, kinds) in enumerate(sorted(per_user.items())):
+        u = want.users.get(name)
+        action = (REMOVE if u is None or not u.subid else
+                  ADD if all(not any(line.startswith(f"{name}:") for line in
+                                     snap.subids.get(k, [])) for k in kinds) else CHANGE)
+        detail = (f"{'+'.join(kinds)} {u.subid}-{u.subid + SUBID_COUNT - 1}" if u and u.subid
+                  else f"{'+'.join(kinds)} lines removed")
+        out.changes.append(Change(host, action, "subid", name, detail,
+                                  write=tuple(writes) if i == 0 else ()))
+
+
+def _subid_start(line: str) -> int:
+    return int(line.split(":")[1])
+
+
 def compute(
     host: str,
     want: Desired,
@@ -318,4 +386,5 @@ def compute(
     for u in want.users.values():
         if not u.locked and u.home in want.dirs:  # exactly the roster's keys, none if none
             _key_changes(host, u, snap, out)
+    _subid_changes(host, want, snap, out)
     return out

@@ -107,13 +107,13 @@ def read_fact(state: State, fact: Any, per_host_kwargs: dict[str, dict[str, Any]
 
 
 def apply(state: State, scripts: dict[str, list[str]], name: str,
-          with_stdin: dict[str, tuple[str, str]] | None = None) -> None:
+          with_stdin: dict[str, list[tuple[str, str]]] | None = None) -> None:
     """Run each host's command chunks as one pyinfra operation, then each host's
-    ``(command, stdin)`` of ``with_stdin`` (secrets travel on stdin, never in a command
-    line); raise if any host fails."""
+    ``(command, stdin)`` steps of ``with_stdin`` in order (secrets and whole files travel
+    on stdin, never in a command line); raise if any host fails."""
     todo = {h: chunks for h, chunks in scripts.items() if chunks}
-    secret = {h: step for h, step in (with_stdin or {}).items() if step}
-    if not todo and not secret:
+    steps = {h: s for h, s in (with_stdin or {}).items() if s}
+    if not todo and not steps:
         return
     for host_name, chunks in todo.items():
         add_op(
@@ -123,15 +123,18 @@ def apply(state: State, scripts: dict[str, list[str]], name: str,
             commands=chunks,
             host=state.inventory.get_host(host_name),
         )
-    for host_name, (command, stdin) in secret.items():
-        add_op(
-            state,
-            server.shell,
-            name="Set the initial passwords (hashes on stdin)",
-            commands=[command],
-            host=state.inventory.get_host(host_name),
-            _stdin=stdin,
-        )
+    for i in range(max((len(s) for s in steps.values()), default=0)):
+        for host_name, host_steps in steps.items():
+            if i < len(host_steps):
+                command, stdin = host_steps[i]
+                add_op(
+                    state,
+                    server.shell,
+                    name=f"{name}: step {i + 1} with its input on stdin",
+                    commands=[command],
+                    host=state.inventory.get_host(host_name),
+                    _stdin=stdin,
+                )
     try:
         run_ops(state)
     except PyinfraError as exc:

@@ -73,6 +73,8 @@ class HostSnapshot:
     shadow: dict[str, tuple[str, int | None]] = field(default_factory=dict)  # kind, expire
     dirs: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # path -> uid,gid,mode
     keys: dict[str, tuple[int, int, int, str]] = field(default_factory=dict)  # +sha256
+    #: /etc/subuid and /etc/subgid, line by line (None: the file does not exist)
+    subids: dict[str, list[str]] = field(default_factory=lambda: {"subuid": [], "subgid": []})
     slurm: SlurmSnapshot | None = None  # the controller's associations, once Slurm runs
 
     def supplementary(self, user: str) -> set[str]:
@@ -94,6 +96,8 @@ def snapshot_script(home_root: str, pairs_dir: str, homes: bool, slurm: bool = F
         f"echo '#group'; cat {e}/group",
         'echo \'#shadow\'; awk -F: \'{k=substr($2,1,1); if ($2=="") k="empty";'
         f' else if (k!="*" && k!="!") k="hash"; print $1":"k":"$8}}\' {e}/shadow',
+        f"echo '#subuid'; cat {e}/subuid 2>/dev/null || true",
+        f"echo '#subgid'; cat {e}/subgid 2>/dev/null || true",
     ]
     if homes:
         h, p = shlex.quote(home_root), shlex.quote(pairs_dir)
@@ -128,6 +132,8 @@ def parse_snapshot(lines: list[str]) -> HostSnapshot:
             "dirs",
             "keys",
             "sums",
+            "subuid",
+            "subgid",
             "slurm-cluster",
             "slurm-assoc",
             "slurm-users",
@@ -158,6 +164,8 @@ def parse_snapshot(lines: list[str]) -> HostSnapshot:
                 snap.dirs[path] = (int(uid), int(gid), int(mode, 8))
             else:
                 snap.keys[path] = (int(uid), int(gid), int(mode, 8), "")
+        elif section in ("subuid", "subgid"):
+            snap.subids[section].append(line.strip())
         elif section.startswith("slurm-"):
             if snap.slurm is None:
                 snap.slurm = SlurmSnapshot()

@@ -188,7 +188,7 @@ def sync(
                 pstate,
                 {h: p.script_chunks() for h, p in plans.items()},
                 "Bring the course accounts in step with the roster",
-                with_stdin={h: s for h, p in plans.items() if (s := p.password_step())},
+                with_stdin={h: p.stdin_steps() for h, p in plans.items()},
             )
         with remote.connected(ctx.hosts) as pstate:
             progress("checking that every host converged")

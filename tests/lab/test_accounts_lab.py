@@ -261,6 +261,7 @@ def test_offboarding_as_a_sudo_user_never_lets_a_student_read_an_archive(
     """An ops user with sudo fetches a big home; meanwhile another student watches every
     place they can read (inotify and rescans) for archive bytes: nothing, at any moment."""
     inv = as_ops_user(lab_inventory, tmp_path)
+    ops(inv, "-y", "accounts", "sync")  # (a no-op after the tests above) through sudo
     rows = read_roster(inv)
     names = usernames(inv)
     leaver, watcher = names[rows[0]["student_id"]], names[rows[-1]["student_id"]]

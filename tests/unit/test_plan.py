@@ -50,13 +50,18 @@ EMPTY_SHA = hashlib.sha256(b"").hexdigest()
 
 
 def snapshot(passwd: str = "", group: str = "", shadow: str = "", dirs: str = "",
-             keys: str = "") -> list[str]:
+             keys: str = "", subids: str = "") -> list[str]:
     key_lines = keys.splitlines()
     sums = [f"{EMPTY_SHA}  {ln.split(':', 3)[3]}" for ln in key_lines]
     return ["#passwd", "root:x:0:0:root:/root:/bin/bash", *passwd.splitlines(),
             "#group", "root:x:0:", "sudo:x:27:", *group.splitlines(),
             "#shadow", "root:*:", *shadow.splitlines(), "#dirs", *dirs.splitlines(),
-            "#keys", *key_lines, "#sums", *sums]
+            "#keys", *key_lines, "#sums", *sums,
+            "#subuid", *subids.splitlines(), "#subgid", *subids.splitlines()]
+
+
+#: The three students' subordinate ranges, as the sync writes them (in uid order).
+SUBIDS = "dcohen:1000000:65536\nelevi:1065536:65536\nnkatz:1131072:65536"
 
 
 def test_empty_host_gets_everything() -> None:
@@ -70,7 +75,9 @@ def test_empty_host_gets_everything() -> None:
     assert ("add", "dir", "/home/dcohen") in kinds
     assert ("add", "dir", "/home/pairs/pair001") in kinds
     useradd = next(c for c in plan.changes if c.kind == "user" and c.subject == "dcohen").argv[0]
-    assert useradd[:5] == ("useradd", "-u", "20000", "-g", "20000")
+    assert useradd[:9] == ("useradd", "-K", "SUB_UID_COUNT=0", "-K", "SUB_GID_COUNT=0",
+                           "-u", "20000", "-g", "20000")
+    assert ("add", "subid", "dcohen") in kinds
     assert "sudo" not in " ".join(useradd)
 
 
@@ -87,7 +94,8 @@ def converged_snapshot() -> list[str]:
              "0:30000:2770:/home/pairs/pair001\n0:30001:2770:/home/pairs/pair002",
         keys="20000:20000:600:/home/dcohen/.ssh/authorized_keys\n"
              "20001:20001:600:/home/elevi/.ssh/authorized_keys\n"
-             "20002:20002:600:/home/nkatz/.ssh/authorized_keys")
+             "20002:20002:600:/home/nkatz/.ssh/authorized_keys",
+        subids=SUBIDS)
 
 
 def test_converged_host_has_no_change() -> None:
@@ -204,7 +212,8 @@ def test_state_file_with_a_dangling_pair_is_refused(tmp_path) -> None:
     doc = json.loads(sf.path.read_text())
     doc["pairs"].pop("2")
     sf.path.write_text(json.dumps(doc, indent=1))
-    with pytest.raises(InputError, match=r"student '3' has a bad status, uid, username or pair"):
+    with pytest.raises(InputError,
+                       match=r"student '3' has a bad status, uid, subid, username or pair"):
         sf.load()
 
 

@@ -148,7 +148,8 @@ def test_a_password_switched_on_later_travels_on_stdin() -> None:
     snap = parse_snapshot(["#passwd", f"nlast1:x:{uid}:{uid}:Name1 Last1:/home/nlast1:"
                            "/bin/bash", "#group", f"nlast1:x:{uid}:", "course:x:19999:nlast1",
                            f"pair001:x:{st.pairs['1'].gid}:nlast1", "#shadow",
-                           f"nlast1:*:{cfg.expire_days}"])
+                           f"nlast1:*:{cfg.expire_days}",
+                           "#subuid", "nlast1:1000000:65536", "#subgid", "nlast1:1000000:65536"])
     plan = compute("ctl", desired(st, r, cfg, homes=False), snap, lambda u: "$6$salt$HASH")
     (change,) = plan.changes
     assert change.detail == "initial password" and change.argv == ()

@@ -144,3 +144,26 @@ def test_left_student_is_locked(host, expected, left_student) -> None:  # noqa: 
 
 def test_offboarded_student_is_gone(host, offboarded_student) -> None:  # noqa: ANN001
     assert not host.user(offboarded_student).exists
+
+
+@pytest.fixture(scope="module")
+def subid_files(host) -> dict[str, list[str]]:  # noqa: ANN001
+    """/etc/subuid and /etc/subgid, read once per host."""
+    return {kind: host.file(f"/etc/{kind}").content_string.splitlines()
+            for kind in ("subuid", "subgid")}
+
+
+@pytest.mark.parametrize("kind", ["subuid", "subgid"])
+def test_student_has_exactly_their_subordinate_range(subid_files, expected, student,  # noqa: ANN001
+                                                     kind: str) -> None:
+    from ops.state import SUBID_COUNT
+
+    rec = expected.record(student)
+    lines = [ln for ln in subid_files[kind] if ln.split(":", 1)[0] == student]
+    assert lines == [f"{student}:{rec.subid}:{SUBID_COUNT}"]
+    lo, hi = rec.subid, rec.subid + SUBID_COUNT - 1
+    for ln in subid_files[kind]:
+        name, start, count = ln.split(":")
+        if name != student:
+            assert int(start) + int(count) - 1 < lo or int(start) > hi, \
+                f"/etc/{kind}: {ln} overlaps {student}'s range"

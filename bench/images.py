@@ -76,7 +76,8 @@ def main() -> None:
     t0 = time.monotonic()
     p = build_mod.prepare(client, spec, variant, cuda=str(cuda), log=print)
     base_seconds = time.monotonic() - t0
-    wh.fill(args.wheelhouse, p.lock, print, python=spec.python, platform=spec.platform)
+    wh.fill(args.wheelhouse, p.lock, print, python=spec.python, platform=spec.platform,
+            sources=p.sources)
 
     print(f"cold build of {p.ref} (no layer cache) ...", flush=True)
     cold = build_mod.build(client, p, wheelhouse=args.wheelhouse, offline=True, force=True,
@@ -106,10 +107,9 @@ def main() -> None:
         spec2 = spec_mod.load(copy)
         lock2 = spec_mod.parse_lock(lock_file)
         # the copy's files (and tag) differ only by the changed pin's layer slice
-        files = spec_mod.render(spec2, variant, lock2, base=p.base)
-        digest = spec_mod.content_hash(files, p.base_id)
-        p2 = build_mod.Prepared(spec2, variant, lock2, p.base, p.base_id, files, digest,
-                                spec_mod.tag_name(spec2, variant, lock2, digest))
+        ctx = spec_mod.context(spec2, variant, lock2, base=p.base, base_id=p.base_id)
+        p2 = build_mod.Prepared(spec2, variant, lock2, p.base, p.base_id, ctx.files,
+                                ctx.content_hash, ctx.tag, p.sources)
         print(f"rebuild after {PACKAGE} {old.version} -> {new_version} ...", flush=True)
         onepin = build_mod.build(client, p2, wheelhouse=args.wheelhouse, offline=True,
                                  log=quiet)

@@ -28,6 +28,8 @@ _LOG = logging.getLogger(__name__)
 Log = Callable[[str], None]
 
 BASE_REPOSITORY = "course-ops/course-base"
+#: Where a build without a wheelhouse keeps the wheels it builds from source (PyPI has none).
+SOURCE_WHEELS = Path.home() / ".cache" / "course-ops" / "source-wheels"
 BASE_CHANGES = ('CMD ["/bin/bash"]', "ENV LANG=C.UTF-8", "LABEL course-ops.image=course-base")
 _STEP_RE = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
 _BUILD_TIMEOUT = 3600
@@ -42,9 +44,10 @@ class Prepared:
     lock: Lock
     base: str
     base_id: str
-    files: dict[str, bytes]
+    files: dict[str, bytes]  # image.json records the tag
     digest: str
     tag: str
+    sources: spec_mod.SourceBuilds | None = None
 
     @property
     def ref(self) -> str:
@@ -88,13 +91,14 @@ def prepare(client: Any, spec: ImageSpec, variant: Variant, *, cuda: str | None,
             uid: int | None = None, ca_bundle: Path | None = None,
             log: Log = _LOG.info, make_base: bool = True) -> Prepared:
     lock = spec_mod.parse_lock(spec.lock_path(variant.name))
-    spec_mod.check_lock(spec, variant, lock, cuda)
+    sources = spec.source_builds()
+    spec_mod.check_lock(spec, variant, lock, cuda, sources)
     base, base_id = ensure_base(client, spec, log, make=make_base)
     bundle = ca_bundle.read_bytes() if ca_bundle else None
-    files = spec_mod.render(spec, variant, lock, base=base, uid=uid, ca_bundle=bundle)
-    digest = spec_mod.content_hash(files, base_id)
-    tag = spec_mod.tag_name(spec, variant, lock, digest)
-    return Prepared(spec, variant, lock, base, base_id, files, digest, tag)
+    ctx = spec_mod.context(spec, variant, lock, base=base, base_id=base_id, uid=uid,
+                           ca_bundle=bundle)
+    return Prepared(spec, variant, lock, base, base_id, ctx.files, ctx.content_hash, ctx.tag,
+                    sources)
 
 
 def exists_locally(client: Any, ref: str) -> bool:
@@ -164,7 +168,14 @@ def build(client: Any, p: Prepared, *, wheelhouse: Path | None, offline: bool = 
             return Built(p, skipped=f"{p.tag} is in {where}")
     buildargs: dict[str, str] = {}
     started = time.monotonic()
-    if wheelhouse is not None:
+    from_source = sorted(set(p.sources.projects) & set(p.lock.packages)) if p.sources else []
+    index = "1"  # PIP_NO_INDEX: only the wheelhouse
+    if wheelhouse is None and from_source:
+        # PyPI has no wheel of these: build them (once, hash-checked) and serve them beside it
+        wheelhouse, index = SOURCE_WHEELS, ""
+        wh.fill(wheelhouse, p.lock, log, python=p.spec.python, platform=p.spec.platform,
+                sources=p.sources, only=from_source)
+    elif wheelhouse is not None:
         wheelhouse = wheelhouse.resolve()
         if offline:
             left = wh.missing(wheelhouse, p.lock, p.spec.python, p.spec.platform)
@@ -175,12 +186,14 @@ def build(client: Any, p: Prepared, *, wheelhouse: Path | None, offline: bool = 
                     f"{wheelhouse} has no wheel for {left[0].name}=={left[0].version}",
                     hint="drop --offline to fetch them, or add them to the wheelhouse")
         else:
-            wh.fill(wheelhouse, p.lock, log, python=p.spec.python, platform=p.spec.platform)
+            wh.fill(wheelhouse, p.lock, log, python=p.spec.python, platform=p.spec.platform,
+                    sources=p.sources)
     built = Built(p)
     with (wh.serve(wheelhouse) if wheelhouse else _no_server()) as url:
         if url:
-            buildargs = {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": url}
-        log(f"building {p.ref}" + (f" offline from {wheelhouse}" if wheelhouse else ""))
+            buildargs = {"PIP_FIND_LINKS": url, **({"PIP_NO_INDEX": index} if index else {})}
+        log(f"building {p.ref}" + (f" offline from {wheelhouse}" if wheelhouse and index
+                                   else f" from PyPI and {wheelhouse}" if wheelhouse else ""))
         stream = client.api.build(
             fileobj=_context_tar(p.files), custom_context=True, tag=p.ref, rm=True,
             forcerm=True, pull=False, nocache=nocache, network_mode="host", buildargs=buildargs,

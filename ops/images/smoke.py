@@ -6,6 +6,7 @@ Every container started here is removed afterwards, whatever happens.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import secrets
 import time
@@ -47,12 +48,33 @@ def _container(client: Any, ref: str, **kwargs: Any) -> Iterator[Any]:
             container.remove(force=True, v=True)
 
 
+def _tag(ref: str) -> str:
+    return ref.rpartition(":")[2]
+
+
+def check_identity(client: Any, ref: str) -> Check:
+    """The image's /opt/course-ops/image.json names the tag it was started from."""
+    name = "the image records its own tag"
+    with _container(client, ref, command=["cat", "/opt/course-ops/image.json"],
+                    entrypoint=[]) as c:
+        c.wait(timeout=60)
+        raw = c.logs(stdout=True, stderr=False).decode("utf-8", "replace")
+    try:
+        recorded = json.loads(raw).get("tag")
+    except ValueError:
+        return Check(name, False, f"/opt/course-ops/image.json is not JSON: {raw[:80]!r}")
+    return Check(name, recorded == _tag(ref),
+                 f"/opt/course-ops/image.json: tag {recorded!r}"
+                 + ("" if recorded == _tag(ref) else f", started from {_tag(ref)!r}"))
+
+
 def run_tests(client: Any, ref: str, *, gpu: bool, log: Log) -> Check:
     """pytest on /opt/course-ops/tests inside the image, as its default user."""
     kwargs: dict[str, Any] = {
         "command": ["python", "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider",
                     "/opt/course-ops/tests"],
-        "environment": {"COURSE_EXPECT_GPU": "1" if gpu else "0"},
+        "environment": {"COURSE_EXPECT_GPU": "1" if gpu else "0",
+                        "COURSE_IMAGE_TAG": _tag(ref)},
     }
     if gpu:
         kwargs["device_requests"] = [docker.types.DeviceRequest(count=-1,
@@ -124,6 +146,6 @@ def check_jupyter(client: Any, ref: str, port: int, log: Log) -> list[Check]:
 def run(client: Any, ref: str, *, port: int, gpu: bool | None = None,
         log: Log = _LOG.info) -> list[Check]:
     gpu = host_has_gpu(client) if gpu is None else gpu
-    checks = [run_tests(client, ref, gpu=gpu, log=log)]
+    checks = [check_identity(client, ref), run_tests(client, ref, gpu=gpu, log=log)]
     checks += check_jupyter(client, ref, port, log)
     return checks

@@ -2,6 +2,10 @@
 
 Everything here is pure (no engine, no network), so it is unit-tested directly:
 rendering, lock parsing, the split of a lock into layers, and the content-hash tag.
+
+The tag is a hash of the build context *less the tag itself*: the context's image.json
+records the tag (so a job can read which image it runs), and :func:`content_hash` hashes
+image.json without its ``tag`` key, so the tag never depends on its own value.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import Any
 
 import jinja2
 import yaml
+from packaging.requirements import InvalidRequirement, Requirement
 
 from ops import REPO_ROOT
 from ops.errors import InputError, InputErrors
@@ -50,9 +55,11 @@ class Layer:
 class Variant:
     name: str
     cuda: bool
-    pins: dict[str, str]
+    pins: dict[str, str]  # image.yml's shared pins, then the variant's own (which win)
     omit: dict[str, str]  # normalized package -> why
     env: dict[str, str]
+    requires: tuple[str, ...] = ()  # requirements only this variant has (numba-cuda[cu13])
+    imports: tuple[str, ...] = ()  # modules only this variant has, for the smoke tests
 
 
 @dataclass(frozen=True)
@@ -70,6 +77,9 @@ class ImageSpec:
     imports: tuple[str, ...]
     layers: tuple[Layer, ...]
     variants: dict[str, Variant]
+    pins: dict[str, str] = field(default_factory=dict)  # shared by every variant
+    #: Projects published only as source: normalized name -> what builds their wheel.
+    from_source: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def file(self) -> Path:
@@ -77,6 +87,17 @@ class ImageSpec:
 
     def lock_path(self, variant: str) -> Path:
         return self.dir / "lock" / f"{variant}.txt"
+
+    @property
+    def sources_path(self) -> Path:
+        """The sdists of ``from_source`` and the build tools that make their wheels."""
+        return self.dir / "lock" / "sources.txt"
+
+    def source_builds(self) -> SourceBuilds | None:
+        """lock/sources.txt, read, when image.yml has ``from_source`` projects."""
+        if not self.from_source:
+            return None
+        return SourceBuilds(parse_lock(self.sources_path), frozenset(self.from_source))
 
     def variant(self, name: str) -> Variant:
         try:
@@ -88,7 +109,8 @@ class ImageSpec:
             ) from None
 
     def imports_of(self, variant: Variant) -> list[str]:
-        return [m for m in self.imports if normalize(m) not in variant.omit]
+        shared = [m for m in self.imports if normalize(m) not in variant.omit]
+        return shared + [m for m in variant.imports if m not in shared]
 
 
 def _line(node: yaml.Node | None) -> int | None:
@@ -151,6 +173,25 @@ def load(directory: Path = COURSE_DIR) -> ImageSpec:
     gid = want(("user", "gid"), int, "a number")
     port = want(("port",), int, "a port number")
     imports = want(("imports",), list, "a list of module names") or []
+    shared_pins = data.get("pins") or {}
+    if not isinstance(shared_pins, dict):
+        problems.append((_line(_key(root, "pins")), "pins: a mapping of package: version"))
+        shared_pins = {}
+    from_source: dict[str, tuple[str, ...]] = {}
+    raw_sources = data.get("from_source") or {}
+    if not isinstance(raw_sources, dict) or not all(
+            isinstance(v, list) and v and all(isinstance(x, str) for x in v)
+            for v in raw_sources.values()):
+        problems.append((_line(_key(root, "from_source")),
+                         "from_source: a mapping of project: [its build requirements]"))
+    else:
+        for project, tools in raw_sources.items():
+            bad = [t for t in tools if not _valid_requirement(t)]
+            if bad:
+                problems.append((_line(_find(root, "from_source", str(project))),
+                                 f"from_source.{project}: {bad[0]!r} is not a requirement"))
+                continue
+            from_source[normalize(str(project))] = tuple(tools)
     base = want(("base",), dict, "a mapping with debootstrap: DIR or image: NAME") or {}
     deboot = base.get("debootstrap")
     image = base.get("image")
@@ -197,6 +238,19 @@ def load(directory: Path = COURSE_DIR) -> ImageSpec:
         if not all(isinstance(x, dict) for x in (pins, omit, env)):
             problems.append((_line(node), f"variant {name}: pins, omit and env are mappings"))
             continue
+        requires, extra_imports = (body.get(k) or [] for k in ("requires", "imports"))
+        if not all(isinstance(x, list) and all(isinstance(i, str) for i in x)
+                   for x in (requires, extra_imports)):
+            problems.append((_line(node), f"variant {name}: requires and imports are lists"))
+            continue
+        bad_req = [i for i, r in enumerate(requires) if not _valid_requirement(r)]
+        if bad_req:
+            seq = _find(root, "variants", name, "requires")
+            item = seq.value[bad_req[0]] if isinstance(seq, yaml.SequenceNode) else seq
+            problems.append((_line(item), f"variant {name}: requires "
+                             f"{requires[bad_req[0]]!r}: not a requirement "
+                             "(name, [extras], version range)"))
+            continue
         bad_env = [f"{k}={v!r}" for k, v in env.items()
                    if not _ENV_KEY_RE.fullmatch(str(k)) or not _ENV_VALUE_RE.fullmatch(str(v))]
         if bad_env:
@@ -204,12 +258,17 @@ def load(directory: Path = COURSE_DIR) -> ImageSpec:
                              f"variant {name}: env {bad_env[0]}: use NAME: value with no "
                              "spaces, quotes or newlines"))
             continue
+        omitted = {normalize(k): str(v) for k, v in omit.items()}
         variants[name] = Variant(
             name,
             body["cuda"],
-            {normalize(k): str(v) for k, v in pins.items()},
-            {normalize(k): str(v) for k, v in omit.items()},
+            {**{normalize(k): str(v) for k, v in shared_pins.items()
+                if normalize(k) not in omitted},
+             **{normalize(k): str(v) for k, v in pins.items()}},
+            omitted,
             {str(k): str(v) for k, v in env.items()},
+            tuple(requires),
+            tuple(str(m) for m in extra_imports),
         )
     if problems:
         raise InputErrors(path, problems)
@@ -228,7 +287,22 @@ def load(directory: Path = COURSE_DIR) -> ImageSpec:
         imports=tuple(str(m) for m in imports),
         layers=tuple(layers),
         variants=variants,
+        pins={normalize(k): str(v) for k, v in shared_pins.items()},
+        from_source=from_source,
     )
+
+
+def _valid_requirement(text: str) -> bool:
+    try:
+        Requirement(text)
+    except InvalidRequirement:
+        return False
+    return True
+
+
+def requirement_name(text: str) -> str:
+    """``numba-cuda[cu13]>=0.30`` -> ``numba-cuda``."""
+    return normalize(Requirement(text).name)
 
 
 # --------------------------------------------------------------------------- requirements
@@ -262,6 +336,8 @@ def resolver_input(spec: ImageSpec, variant: Variant) -> str:
     for name, version in variant.pins.items():
         if name not in names:
             lines.append(f"{name}=={version}")
+    for requirement in variant.requires:
+        lines.append(requirement)
     return "\n".join(lines) + "\n"
 
 
@@ -347,8 +423,26 @@ def parse_lock(path: Path, text: str | None = None) -> Lock:
     return lock
 
 
-def check_lock(spec: ImageSpec, variant: Variant, lock: Lock, cuda: str | None) -> None:
-    """The lock has every requirement and pin of the variant, and the wanted CUDA build."""
+@dataclass(frozen=True)
+class SourceBuilds:
+    """lock/sources.txt: for each project PyPI has only as source, its sdist (by hash), and
+    the build tools (wheels, by hash) that turn it into the wheel the variant locks pin."""
+
+    lock: Lock
+    projects: frozenset[str]
+
+    def sdist(self, name: str) -> Locked | None:
+        return self.lock.packages.get(normalize(name))
+
+    def tools(self) -> list[Locked]:
+        return [p for n, p in sorted(self.lock.packages.items()) if n not in self.projects]
+
+
+def check_lock(spec: ImageSpec, variant: Variant, lock: Lock, cuda: str | None,
+               sources: SourceBuilds | None = None) -> None:
+    """The lock has every requirement and pin of the variant, and the wanted CUDA build;
+    every project built from source has its sdist, at the locked version, in ``sources``
+    (default: lock/sources.txt)."""
     for name, version in variant.pins.items():
         got = lock.version(name)
         if got != version:
@@ -359,6 +453,24 @@ def check_lock(spec: ImageSpec, variant: Variant, lock: Lock, cuda: str | None) 
         if name not in variant.omit and name not in lock.packages:
             raise InputError(lock.path, None,
                              f"{name} (requirements.in:{line}) is not in the lock",
+                             hint=f"re-lock: `ops images lock --variant {variant.name}`")
+    for requirement in variant.requires:
+        if requirement_name(requirement) not in lock.packages:
+            raise InputError(lock.path, None,
+                             f"{requirement_name(requirement)} (image.yml, variant "
+                             f"{variant.name}'s requires) is not in the lock",
+                             hint=f"re-lock: `ops images lock --variant {variant.name}`")
+    for name in sorted(spec.from_source):
+        locked = lock.packages.get(name)
+        if locked is None:
+            continue
+        sources = sources or spec.source_builds()
+        sdist = sources.sdist(name) if sources else None
+        if sdist is None or sdist.version != locked.version:
+            where = sources.lock.path if sources else spec.sources_path
+            raise InputError(lock.path, locked.line,
+                             f"{name}=={locked.version} is built from source, but {where} "
+                             f"has {f'{name}=={sdist.version}' if sdist else 'no sdist of it'}",
                              hint=f"re-lock: `ops images lock --variant {variant.name}`")
     for name in variant.omit:
         if name in lock.packages:
@@ -404,19 +516,23 @@ def split_layers(spec: ImageSpec, lock: Lock) -> list[tuple[Layer, list[Locked]]
 # --------------------------------------------------------------------------- the Dockerfile
 
 
+IMAGE_JSON = "image.json"
+
+
 @dataclass(frozen=True)
 class Context:
-    """A build context: file name -> bytes, and what the tag is hashed from."""
+    """A build context: file name -> bytes (image.json holding the tag), and its hash."""
 
     files: dict[str, bytes]
-    content_hash: str  # hex sha256 of the files, the recipe version and the base image id
+    content_hash: str  # hex sha256 of the files (less the tag), the recipe, the base id
+    tag: str
 
 
 def render(
     spec: ImageSpec, variant: Variant, lock: Lock, *, base: str, uid: int | None = None,
     ca_bundle: bytes | None = None,
 ) -> dict[str, bytes]:
-    """The build context's files (without the base id; see :func:`context`)."""
+    """The build context's files, image.json without its tag (see :func:`context`)."""
     uid = spec.uid if uid is None else uid
     layers = split_layers(spec, lock)
     env = jinja2.Environment(
@@ -438,6 +554,7 @@ def render(
         "port": spec.port,
         "torch": lock.version("torch"),
         "cuda_version": lock_cuda(lock),
+        "jupyterhub": lock.version("jupyterhub"),
     }
     dockerfile = env.get_template("Dockerfile.j2").render(
         base=base,
@@ -451,7 +568,7 @@ def render(
     )
     files = {
         "Dockerfile": dockerfile.encode(),
-        "image.json": (json.dumps(image_json, indent=2, sort_keys=True) + "\n").encode(),
+        IMAGE_JSON: _json_bytes(image_json),
         **{name: text.encode() for name, text in layer_files.items()},
     }
     for test in sorted((spec.dir / "tests").glob("*.py")):
@@ -461,13 +578,45 @@ def render(
     return files
 
 
+def _json_bytes(data: dict[str, Any]) -> bytes:
+    return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
+
+
+def _untagged(body: bytes) -> bytes:
+    """image.json as hashed: without its ``tag`` (the hash's own output)."""
+    data = json.loads(body)
+    data.pop("tag", None)
+    return _json_bytes(data)
+
+
 def content_hash(files: dict[str, bytes], base_id: str) -> str:
+    """sha256 of the recipe version, the base image id and every file, image.json less its
+    ``tag``: whatever tag a context's image.json holds, its hash is the same."""
     digest = hashlib.sha256()
     for part in (RECIPE_VERSION, base_id):
         digest.update(part.encode() + b"\0")
     for name in sorted(files):
-        digest.update(name.encode() + b"\0" + hashlib.sha256(files[name]).digest())
+        body = _untagged(files[name]) if name == IMAGE_JSON else files[name]
+        digest.update(name.encode() + b"\0" + hashlib.sha256(body).digest())
     return digest.hexdigest()
+
+
+def stamp(files: dict[str, bytes], tag: str) -> dict[str, bytes]:
+    """The files with ``tag`` recorded in image.json (the hash does not change)."""
+    data = json.loads(files[IMAGE_JSON])
+    data["tag"] = tag
+    return {**files, IMAGE_JSON: _json_bytes(data)}
+
+
+def context(
+    spec: ImageSpec, variant: Variant, lock: Lock, *, base: str, base_id: str,
+    uid: int | None = None, ca_bundle: bytes | None = None,
+) -> Context:
+    """The files to build, their content hash, and the tag, which image.json records."""
+    files = render(spec, variant, lock, base=base, uid=uid, ca_bundle=ca_bundle)
+    digest = content_hash(files, base_id)
+    tag = tag_name(spec, variant, lock, digest)
+    return Context(stamp(files, tag), digest, tag)
 
 
 def tag_name(spec: ImageSpec, variant: Variant, lock: Lock, digest: str) -> str:

@@ -81,10 +81,14 @@ def identity_options(f: Any) -> Any:
               type=click.Path(file_okay=False, exists=True, path_type=Path),
               help="Also look for wheels here (torch's CPU build). "
                    "Default: $OPS_FIND_LINKS, colon-separated.")
+@click.option("--wheelhouse", type=click.Path(file_okay=False, path_type=Path),
+              default=lambda: os.environ.get("OPS_WHEELHOUSE") or None,
+              help="Leave the wheels built from source (image.yml's from_source) here "
+                   "(default: $OPS_WHEELHOUSE; without one, `ops images fetch` builds them).")
 @common
 @pass_opts
 def lock_cmd(opts: Opts, variants: tuple[str, ...], upgrade: tuple[str, ...],
-             find_links: tuple[Path, ...]) -> None:
+             find_links: tuple[Path, ...], wheelhouse: Path | None) -> None:
     """Re-resolve requirements.in into lock/<variant>.txt (uv, with hashes)."""
     from ops.images import lock as lock_mod
 
@@ -93,7 +97,7 @@ def lock_cmd(opts: Opts, variants: tuple[str, ...], upgrade: tuple[str, ...],
                                  if p]
     for variant in chosen:
         path, changed = lock_mod.lock(spec, variant, cuda=_cuda(opts), find_links=links,
-                                      upgrade=upgrade, log=opts.say)
+                                      upgrade=upgrade, wheelhouse=wheelhouse, log=opts.say)
         lock = spec_mod.parse_lock(path)
         out.print(f"{path}: {len(lock.packages)} packages, torch {lock.version('torch')}"
                   f" ({'changed' if changed else 'unchanged'})")
@@ -114,13 +118,16 @@ def _wheelhouse_option(required: bool) -> Any:
 @common
 @pass_opts
 def fetch_cmd(opts: Opts, variants: tuple[str, ...], wheelhouse: Path) -> None:
-    """Download every wheel the lock pins into the wheelhouse (for offline builds)."""
+    """Download every wheel the lock pins into the wheelhouse (for offline builds); build
+    those of projects published only as source, and check their hashes."""
     from ops.images import wheelhouse as wh
 
     spec, chosen = _spec_and_variants(variants)
+    sources = spec.source_builds()
     for variant in chosen:
         lock = spec_mod.parse_lock(spec.lock_path(variant.name))
-        wh.fill(wheelhouse, lock, opts.say, python=spec.python, platform=spec.platform)
+        wh.fill(wheelhouse, lock, opts.say, python=spec.python, platform=spec.platform,
+                sources=sources)
         out.print(f"{variant.name}: {wheelhouse} holds all {len(lock.packages)} pinned wheels")
 
 

@@ -4,6 +4,12 @@
 with the lock's hashes); ``missing`` says which pins have no wheel with a locked hash;
 ``serve`` serves the directory on 127.0.0.1 for the duration of a build, so the build
 needs no network and the wheels never enter the build context or an image layer.
+
+A project PyPI has only as source (image.yml's ``from_source``) has no wheel to download:
+``fill`` builds it with :func:`build_from_source` from the sdist lock/sources.txt pins (pip
+checks its hash), with the build tools pinned there (hash-checked, nothing else on the
+path), reproducibly (fixed timestamps, umask and environment), and keeps the wheel only if
+its sha256 is the one the variant's lock records.
 """
 
 from __future__ import annotations
@@ -14,18 +20,21 @@ import hashlib
 import http.server
 import json
 import logging
+import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+import zipfile
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 
 from packaging.tags import Tag, compatible_tags, cpython_tags
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
 from ops.errors import OpsError
-from ops.images.spec import Lock, Locked, normalize
+from ops.images.spec import Lock, Locked, SourceBuilds, normalize
 
 _LOG = logging.getLogger(__name__)
 Log = Callable[[str], None]
@@ -36,12 +45,19 @@ PORT = 47831
 _INDEX = ".course-ops-hashes.json"
 
 
-def _sha256(path: Path) -> str:
+#: The timestamp of every file in a wheel built from source (1980-01-01, zip's first day).
+SOURCE_DATE_EPOCH = "315532800"
+
+
+def sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as f:
         while chunk := f.read(1 << 20):
             digest.update(chunk)
     return f"sha256:{digest.hexdigest()}"
+
+
+_sha256 = sha256
 
 
 def hashes(directory: Path) -> dict[str, str]:
@@ -101,34 +117,155 @@ def missing(directory: Path, lock: Lock, python: str, platform: str) -> list[Loc
     ]
 
 
-def fill(directory: Path, lock: Lock, log: Log, *, python: str, platform: str) -> None:
-    """Download the lock's missing wheels into ``directory``, for the image's Python and
-    platform, not this machine's (pip checks the hashes)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    todo = missing(directory, lock, python, platform)
-    if not todo:
-        return
-    log(f"fetching {len(todo)} wheel(s) into {directory}")
-    with tempfile.NamedTemporaryFile("w", suffix=".txt") as req:
-        req.write("".join(p.requirement() for p in todo))
-        req.flush()
-        argv = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-                "--require-hashes", "--only-binary=:all:", "--implementation", "cp",
-                "--python-version", python, "--dest", str(directory), "-r", req.name]
-        for tag in platforms(platform):
-            argv += ["--platform", tag]
-        _LOG.info("$ %s", " ".join(argv))
-        done = subprocess.run(argv, capture_output=True, text=True, check=False)
+def _pip(argv: list[str], what: str) -> None:
+    _LOG.info("$ %s", " ".join(argv))
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
     if done.returncode:
         lines = [ln for ln in done.stderr.splitlines() if ln.strip()
                  and not ln.startswith("WARNING: Location")]
-        raise OpsError(f"pip download failed: {lines[-1] if lines else done.returncode}",
+        raise OpsError(f"{what} failed: {lines[-1] if lines else done.returncode}",
                        hint="is PyPI reachable? or put the wheels into the wheelhouse yourself")
+
+
+def fill(directory: Path, lock: Lock, log: Log, *, python: str, platform: str,
+         sources: SourceBuilds | None = None, only: Collection[str] | None = None) -> None:
+    """Download the lock's missing wheels into ``directory``, for the image's Python and
+    platform, not this machine's (pip checks the hashes); build those of projects that
+    ``sources`` says come from source, and keep each only if the lock has its hash.
+    ``only``: just these projects."""
+    directory.mkdir(parents=True, exist_ok=True)
+    todo = [p for p in missing(directory, lock, python, platform)
+            if only is None or p.name in only]
+    if not todo:
+        return
+    built = [p for p in todo if sources is not None and p.name in sources.projects]
+    download = [p for p in todo if p not in built]
+    if download:
+        log(f"fetching {len(download)} wheel(s) into {directory}")
+        with tempfile.NamedTemporaryFile("w", suffix=".txt") as req:
+            req.write("".join(p.requirement() for p in download))
+            req.flush()
+            argv = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
+                    "--require-hashes", "--only-binary=:all:", "--implementation", "cp",
+                    "--python-version", python, "--dest", str(directory), "-r", req.name]
+            for tag in platforms(platform):
+                argv += ["--platform", tag]
+            _pip(argv, "pip download")
+    for package in built:
+        assert sources is not None
+        with tempfile.TemporaryDirectory(prefix="course-ops-wheel-") as tmp:
+            wheel = build_from_source(package.name, package.version, sources, Path(tmp), log)
+            digest = sha256(wheel)
+            if digest not in package.hashes:
+                raise OpsError(
+                    f"{package.name}=={package.version}: the wheel built here from its sdist "
+                    f"is {digest}, {lock.path} records {', '.join(package.hashes)}",
+                    hint="the build is not reproducible on this machine, or the lock is "
+                         "stale: re-lock with `ops images lock` and commit both lock files")
+            shutil.copyfile(wheel, directory / wheel.name)
+        log(f"{package.name}=={package.version}: built {wheel.name} from source, "
+            "its hash is the locked one")
     left = missing(directory, lock, python, platform)
+    if only is not None:
+        left = [p for p in left if p.name in only]
     if left:
         names = ", ".join(f"{p.name}=={p.version}" for p in left[:5])
         raise OpsError(f"{directory}: still no wheel with a locked hash for {names}",
                        hint="re-lock with `ops images lock`, or add the wheels")
+
+
+# --------------------------------------------------------------------------- from source
+
+#: Runs in the unpacked sdist with only the build tools on sys.path (``python -S``): the
+#: project's PEP 517 backend (setuptools' legacy one for a bare setup.py) builds the wheel.
+_BUILD = """
+import os, sys, tomllib
+sys.path.insert(0, os.getcwd())
+spec = "setuptools.build_meta:__legacy__"
+if os.path.exists("pyproject.toml"):
+    with open("pyproject.toml", "rb") as f:
+        system = tomllib.load(f).get("build-system", {})
+    spec = system.get("build-backend", spec)
+    sys.path[:0] = [os.path.join(os.getcwd(), p) for p in system.get("backend-path", [])]
+module, _, attr = spec.partition(":")
+backend = __import__(module, fromlist=["_"])
+for part in filter(None, attr.split(".")):
+    backend = getattr(backend, part)
+print(backend.build_wheel(sys.argv[1]))
+"""
+
+
+def _unpack(sdist: Path, into: Path) -> Path:
+    """The sdist's single top directory, unpacked (tar's ``data`` filter: no links out,
+    no odd modes)."""
+    if sdist.name.endswith(".zip"):
+        with zipfile.ZipFile(sdist) as z:
+            z.extractall(into)
+    else:
+        with tarfile.open(sdist) as t:
+            t.extractall(into, filter="data")
+    tops = [p for p in into.iterdir() if p.is_dir()]
+    if len(tops) != 1:
+        raise OpsError(f"{sdist.name}: expected one top directory, found {len(tops)}")
+    return tops[0]
+
+
+def build_wheel(sdist: Path, tools: Path, out: Path) -> Path:
+    """Build ``sdist`` into a wheel in ``out`` with only ``tools`` (a directory of
+    installed build tools) importable; the same inputs give the same bytes (fixed
+    SOURCE_DATE_EPOCH, umask 022, an environment of our own, a fresh directory)."""
+    with tempfile.TemporaryDirectory(prefix="course-ops-sdist-") as tmp:
+        tree = _unpack(sdist, Path(tmp))
+        dist = Path(tmp) / "dist"
+        dist.mkdir()
+        env = {"PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8", "PYTHONPATH": str(tools),
+               "PYTHONHASHSEED": "0", "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH,
+               "PYTHONDONTWRITEBYTECODE": "1", "HOME": tmp, "TMPDIR": tmp}
+        argv = [sys.executable, "-S", "-c", _BUILD, str(dist)]
+        _LOG.info("$ (in %s) python -S -c <build_wheel> %s", tree, dist)
+        done = subprocess.run(argv, cwd=tree, env=env, capture_output=True, text=True,
+                              check=False, umask=0o022, timeout=600)
+        if done.returncode:
+            lines = [ln for ln in (done.stderr or done.stdout).splitlines() if ln.strip()]
+            raise OpsError(f"building a wheel from {sdist.name} failed: "
+                           f"{lines[-1] if lines else done.returncode}",
+                           hint="run with -v to see the build's output")
+        for line in done.stdout.splitlines():
+            _LOG.info("  %s", line)
+        wheels = sorted(dist.glob("*.whl"))
+        if len(wheels) != 1:
+            raise OpsError(f"building {sdist.name} made {len(wheels)} wheels, expected one")
+        _, _, _, tags = parse_wheel_filename(wheels[0].name)
+        if any(t.abi != "none" or t.platform != "any" for t in tags):
+            raise OpsError(f"{sdist.name} builds {wheels[0].name}, a platform wheel",
+                           hint="from_source (image.yml) is for pure-Python projects only")
+        out.mkdir(parents=True, exist_ok=True)
+        return Path(shutil.copyfile(wheels[0], out / wheels[0].name))
+
+
+def build_from_source(name: str, version: str, sources: SourceBuilds, out: Path,
+                      log: Log) -> Path:
+    """Download ``name``'s sdist and the build tools, both hash-checked against
+    lock/sources.txt, and build the wheel into ``out``."""
+    sdist = sources.sdist(name)
+    if sdist is None or sdist.version != version:
+        raise OpsError(f"{sources.lock.path} has no sdist of {name}=={version}",
+                       hint="re-lock with `ops images lock`")
+    log(f"building {name}=={version} from its sdist")
+    with tempfile.TemporaryDirectory(prefix="course-ops-source-") as tmp:
+        req, tools, got = Path(tmp) / "req.txt", Path(tmp) / "tools", Path(tmp) / "sdist"
+        req.write_text(sdist.requirement())
+        _pip([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
+              "--require-hashes", "--no-binary=:all:", "--dest", str(got), "-r", str(req)],
+             f"downloading the sdist of {name}=={version}")
+        req.write_text("".join(p.requirement() for p in sources.tools()))
+        _pip([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
+              "--require-hashes", "--only-binary=:all:", "--no-compile", "--target",
+              str(tools), "-r", str(req)], "installing the build tools")
+        found = sorted(got.iterdir())
+        if len(found) != 1:
+            raise OpsError(f"pip downloaded {len(found)} files for the sdist of {name}")
+        return build_wheel(found[0], tools, out)
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):

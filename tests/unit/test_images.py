@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
+import io
+import json
+import os
 import re
 import shutil
+import tarfile
+import zipfile
 from pathlib import Path
 
 import pytest
 
-from ops.errors import ExitCode, InputError
+from ops.errors import ExitCode, InputError, OpsError
 from ops.images import spec as spec_mod
 from ops.images import wheelhouse as wh
+from ops.images.spec import Lock
 
 H1 = "sha256:" + "1" * 64
 H2 = "sha256:" + "2" * 64
@@ -386,3 +393,260 @@ def test_only_a_cuda_variant_gets_the_gpu(monkeypatch: pytest.MonkeyPatch, varia
     result = CliRunner().invoke(cli, ["images", "test", "--variant", variant])
     assert result.exit_code == 0, result.output
     assert seen == [gpu]
+
+
+# ------------------------------------------------------------------ the image's own tag
+
+
+def test_the_tag_does_not_depend_on_the_tag_image_json_holds(course: Path) -> None:
+    """image.json records the tag, yet the tag is hashed from image.json without it."""
+    spec = spec_mod.load(course)
+    v = spec.variant("cpu")
+    lock = spec_mod.parse_lock(spec.lock_path("cpu"))
+    ctx = spec_mod.context(spec, v, lock, base="course-ops/course-base:x", base_id=BASE_ID)
+    recorded = json.loads(ctx.files["image.json"])
+    assert recorded["tag"] == ctx.tag
+    assert ctx.tag.endswith(ctx.content_hash[:12])
+    untagged = spec_mod.render(spec, v, lock, base="course-ops/course-base:x")
+    assert "tag" not in json.loads(untagged["image.json"])
+    hashes = {spec_mod.content_hash(files, BASE_ID) for files in (
+        untagged, ctx.files, spec_mod.stamp(untagged, "anything"),
+        spec_mod.stamp(untagged, "torch0-cpu-py3.11-000000000000"))}
+    assert hashes == {ctx.content_hash}
+    # every other key of image.json still counts
+    other = json.loads(untagged["image.json"]) | {"port": 9999}
+    changed = {**untagged, "image.json": json.dumps(other).encode()}
+    assert spec_mod.content_hash(changed, BASE_ID) != ctx.content_hash
+
+
+def test_the_build_context_holds_the_tagged_image_json(course: Path) -> None:
+    from ops.images import build as build_mod
+
+    class Images:
+        def get(self, name: str) -> object:
+            return type("Image", (), {"id": BASE_ID})()
+
+    client = type("Client", (), {"images": Images()})()
+    spec = spec_mod.load(course)
+    spec = dataclasses.replace(spec, base_debootstrap=None, base_image="some/base:1")
+    p = build_mod.prepare(client, spec, spec.variant("cpu"), cuda=None, make_base=False)
+    assert json.loads(p.files["image.json"])["tag"] == p.tag
+    with tarfile.open(fileobj=build_mod._context_tar(p.files)) as tar:
+        member = tar.extractfile("image.json")
+        assert member is not None
+        assert json.loads(member.read())["tag"] == p.tag
+    assert "COPY image.json /opt/course-ops/image.json" in p.files["Dockerfile"].decode()
+
+
+# ------------------------------------------------------------------ image.yml: shared pins
+
+
+def test_shared_pins_reach_every_variant_and_a_variant_pin_wins(course: Path) -> None:
+    spec = spec_mod.load(course)
+    assert spec.pins["jupyterhub"].startswith("4.")
+    for v in spec.variants.values():
+        assert v.pins["jupyterhub"] == spec.pins["jupyterhub"]
+        assert f"jupyterhub=={spec.pins['jupyterhub']}" in spec_mod.resolver_input(spec, v)
+    path = course / "image.yml"
+    path.write_text(path.read_text().replace('      torch: "2.14.1"\n',
+                                             '      torch: "2.14.1"\n      jupyterhub: "4.1.5"\n'))
+    spec = spec_mod.load(course)
+    assert spec.variant("cuda").pins["jupyterhub"] == "4.1.5"
+    assert spec.variant("cpu").pins["jupyterhub"] == spec.pins["jupyterhub"]
+
+
+def test_the_locks_hold_the_pinned_jupyterhub_for_the_hub() -> None:
+    """The hub role reads pins.jupyterhub from image.yml: the image must have that one."""
+    spec = spec_mod.load()
+    for variant in spec.variants:
+        lock = spec_mod.parse_lock(spec.lock_path(variant))
+        assert lock.version("jupyterhub") == spec.pins["jupyterhub"]
+        assert lock.version("batchspawner") == spec.pins["batchspawner"]
+
+
+def test_a_variant_requirement_is_resolved_and_checked(course: Path) -> None:
+    spec = spec_mod.load(course)
+    cuda = spec.variant("cuda")
+    assert "numba-cuda[cu13]" in spec_mod.resolver_input(spec, cuda).split()
+    assert "numba-cuda" not in spec_mod.resolver_input(spec, spec.variant("cpu"))
+    assert {"numba", "numba.cuda", "triton"} <= set(spec.imports_of(cuda))
+    assert "numba" not in spec.imports_of(spec.variant("cpu"))
+    text = (course / "lock" / "cuda.txt").read_text()
+    text = re.sub(r"^numba-cuda==\S+ \\\n(    --hash=\S+ ?\\?\n)+", "", text, flags=re.M)
+    (course / "lock" / "cuda.txt").write_text(text)
+    lock = spec_mod.parse_lock(course / "lock" / "cuda.txt")
+    with pytest.raises(InputError, match=r"numba-cuda \(image.yml, variant cuda's requires\)"):
+        spec_mod.check_lock(spec, cuda, lock, "13.0")
+
+
+def test_a_bad_variant_requirement_names_its_line(course: Path) -> None:
+    path = course / "image.yml"
+    text = path.read_text().replace("      - numba-cuda[cu13]", "      - numba-cuda[cu13")
+    path.write_text(text)
+    with pytest.raises(InputError, match=r"requires 'numba-cuda\[cu13': not a requirement") as e:
+        spec_mod.load(course)
+    line = next(i for i, ln in enumerate(text.splitlines(), 1) if "numba-cuda[cu13" in ln)
+    assert f"image.yml:{line}:" in str(e.value)
+
+
+# ------------------------------------------------------------------ projects built from source
+
+
+def test_a_source_built_project_without_its_sdist_in_sources_is_refused(course: Path) -> None:
+    spec = spec_mod.load(course)
+    assert "nbmerge" in spec.from_source
+    sources = course / "lock" / "sources.txt"
+    text = re.sub(r"^nbmerge==\S+ \\\n(    --hash=\S+ ?\\?\n)+", "", sources.read_text(),
+                  flags=re.M)
+    sources.write_text(text)
+    lock = spec_mod.parse_lock(spec.lock_path("cpu"))
+    line = lock.packages["nbmerge"].line
+    with pytest.raises(InputError, match=rf"cpu.txt:{line}: nbmerge==\S+ is built from source, "
+                                         r"but .*sources.txt has no sdist of it"):
+        spec_mod.check_lock(spec, spec.variant("cpu"), lock, None)
+
+
+def test_the_locked_nbmerge_is_a_wheel_hash_not_the_sdist_hash() -> None:
+    spec = spec_mod.load()
+    sources = spec.source_builds()
+    assert sources is not None
+    sdist = sources.sdist("nbmerge")
+    assert sdist is not None and [t.name for t in sources.tools()] == ["setuptools"]
+    for variant in spec.variants:
+        locked = spec_mod.parse_lock(spec.lock_path(variant)).packages["nbmerge"]
+        assert locked.version == sdist.version
+        assert len(locked.hashes) == 1 and locked.hashes[0] not in sdist.hashes
+
+
+def test_with_wheel_hash_swaps_uvs_sdist_hashes_for_the_wheels() -> None:
+    from ops.images import lock as lock_mod
+
+    text = (f"jinja2==3.1.6 \\\n    --hash={H1}\n"
+            f"nbmerge==0.0.4 \\\n    --hash={H1} \\\n    --hash={H2}\n"
+            "    # via -r requirements.in\n"
+            f"tqdm==4.0.0 \\\n    --hash={H2}\n")
+    package = spec_mod.parse_lock(Path("l"), text).packages["nbmerge"]
+    wheel = "sha256:" + "3" * 64
+    out = spec_mod.parse_lock(Path("l"), lock_mod.with_wheel_hash(text, package, wheel))
+    assert out.packages["nbmerge"].hashes == (wheel,)
+    assert out.packages["jinja2"].hashes == (H1,) and out.packages["tqdm"].hashes == (H2,)
+
+
+def test_preferences_give_uv_the_sdist_hash_back(course: Path) -> None:
+    """uv keeps the hashes of its preference file: it must see the sdist's, not the wheel's."""
+    from ops.images import lock as lock_mod
+
+    spec = spec_mod.load(course)
+    path = spec.lock_path("cpu")
+    prefs = spec_mod.parse_lock(path, lock_mod.preferences(spec, path, path.read_text()))
+    sources = spec.source_builds()
+    assert sources is not None and (sdist := sources.sdist("nbmerge")) is not None
+    assert prefs.packages["nbmerge"].hashes == sdist.hashes
+    assert prefs.version("tqdm") == spec_mod.parse_lock(path).version("tqdm")
+    spec.sources_path.unlink()  # no sdist known: nbmerge is left to uv
+    prefs = spec_mod.parse_lock(path, lock_mod.preferences(spec, path, path.read_text()))
+    assert "nbmerge" not in prefs.packages
+
+
+_BACKEND = '''
+import os, zipfile, time
+
+def build_wheel(out, config_settings=None, metadata_directory=None):
+    name = "probe-1.0-py3-none-any.whl"
+    with open("made.txt", "w") as f:  # a file made by the build: its mode follows the umask
+        f.write("hash seed %s, sys.flags.no_site %s" % (os.environ.get("PYTHONHASHSEED"),
+                                                         __import__("sys").flags.no_site))
+    epoch = int(os.environ.get("SOURCE_DATE_EPOCH") or time.time())
+    with zipfile.ZipFile(os.path.join(out, name), "w") as z:
+        for path in sorted(["probe.py", "made.txt"]):
+            info = zipfile.ZipInfo(path, time.gmtime(max(epoch, 315532800))[:6])
+            info.external_attr = (os.stat(path).st_mode & 0xFFFF) << 16
+            with open(path, "rb") as f:
+                z.writestr(info, f.read())
+    return name
+'''
+
+
+def _sdist(tmp: Path, mtime: float, backend: str = "probe_backend") -> Path:
+    path = tmp / f"probe-1.0-{int(mtime)}.tar.gz"
+    files = {"probe-1.0/pyproject.toml":
+             f'[build-system]\nrequires = []\nbuild-backend = "{backend}"\n'.encode(),
+             "probe-1.0/probe.py": b"VALUE = 1\n"}
+    with tarfile.open(path, "w:gz") as tar:
+        for name, body in files.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.mode = len(body), int(mtime), 0o664
+            tar.addfile(info, io.BytesIO(body))
+    return path
+
+
+def test_a_wheel_built_from_source_is_the_same_bytes_every_time(tmp_path: Path) -> None:
+    """Another sdist mtime, another umask, another caller environment: the same wheel."""
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    (tools / "probe_backend.py").write_text(_BACKEND)
+    first = wh.build_wheel(_sdist(tmp_path, 1_700_000_000), tools, tmp_path / "a")
+    old = os.umask(0o002)
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("SOURCE_DATE_EPOCH", "1800000000")
+            mp.setenv("PYTHONHASHSEED", "123")
+            second = wh.build_wheel(_sdist(tmp_path, 1_750_000_000), tools, tmp_path / "b")
+    finally:
+        os.umask(old)
+    assert first.name == second.name == "probe-1.0-py3-none-any.whl"
+    assert wh.sha256(first) == wh.sha256(second)
+    with zipfile.ZipFile(first) as z:
+        for info in z.infolist():
+            assert info.date_time == (1980, 1, 1, 0, 0, 0)
+            assert (info.external_attr >> 16) & 0o777 == 0o644, info.filename
+        assert z.read("made.txt") == b"hash seed 0, sys.flags.no_site 1"
+
+
+def test_a_source_build_that_makes_a_platform_wheel_is_refused(tmp_path: Path) -> None:
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    (tools / "probe_backend.py").write_text(
+        _BACKEND.replace("py3-none-any", "cp311-cp311-linux_x86_64"))
+    with pytest.raises(OpsError, match="a platform wheel"):
+        wh.build_wheel(_sdist(tmp_path, 1_700_000_000), tools, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def _source_lock(tmp_path: Path, wheel_hash: str) -> tuple[Lock, spec_mod.SourceBuilds]:
+    lock = spec_mod.parse_lock(tmp_path / "cpu.txt", f"probe==1.0 \\\n    --hash={wheel_hash}\n")
+    sources = spec_mod.SourceBuilds(spec_mod.parse_lock(
+        tmp_path / "sources.txt",
+        f"probe==1.0 \\\n    --hash={H1}\nsetuptools==80.0.0 \\\n    --hash={H2}\n"),
+        frozenset({"probe"}))
+    return lock, sources
+
+
+@pytest.mark.parametrize("same", [True, False])
+def test_fetch_keeps_a_wheel_built_from_source_only_with_the_locked_hash(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, same: bool) -> None:
+    house = tmp_path / "wheelhouse"
+    made = tmp_path / "made" / "probe-1.0-py3-none-any.whl"
+    made.parent.mkdir()
+    made.write_bytes(b"the built wheel")
+    lock, sources = _source_lock(tmp_path, wh.sha256(made) if same else H2)
+    calls: list[tuple[str, str]] = []
+
+    def build(name: str, version: str, src: object, out: Path, log: object) -> Path:
+        calls.append((name, version))
+        out.mkdir(parents=True, exist_ok=True)
+        return Path(shutil.copy(made, out))
+
+    monkeypatch.setattr(wh, "build_from_source", build)
+    monkeypatch.setattr(wh, "_pip", lambda argv, what: pytest.fail("nothing to download"))
+    target = ("3.11", "x86_64-manylinux_2_28")
+    if same:
+        wh.fill(house, lock, lambda _: None, python=target[0], platform=target[1],
+                sources=sources)
+        assert wh.missing(house, lock, *target) == []
+    else:
+        with pytest.raises(OpsError, match=r"probe==1.0: the wheel built here .* records"):
+            wh.fill(house, lock, lambda _: None, python=target[0], platform=target[1],
+                    sources=sources)
+        assert not list(house.glob("*.whl"))
+    assert calls == [("probe", "1.0")]

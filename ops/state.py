@@ -49,6 +49,17 @@ class PairRecord:
 
 
 @dataclass
+class StaffRecord:
+    """A member of the course staff (``accounts_staff`` in group_vars): an account on every
+    node like a student's, outside the pairs, never removed without offboarding."""
+
+    uid: int
+    subid: int = 0
+    status: str = ACTIVE
+    name: str = ""
+
+
+@dataclass
 class AccountsState:
     students: dict[str, StudentRecord] = field(default_factory=dict)
     pairs: dict[str, PairRecord] = field(default_factory=dict)
@@ -56,6 +67,7 @@ class AccountsState:
     uid_high: int = 0
     pair_gid_high: int = 0
     subid_high: int = 0  # the last subordinate id ever given
+    staff: dict[str, StaffRecord] = field(default_factory=dict)  # username -> record
 
     def to_json(self) -> str:
         doc = {
@@ -65,6 +77,7 @@ class AccountsState:
             "subid_high": self.subid_high,
             "students": {k: asdict(v) for k, v in sorted(self.students.items())},
             "pairs": {k: asdict(v) for k, v in sorted(self.pairs.items())},
+            "staff": {k: asdict(v) for k, v in sorted(self.staff.items())},
         }
         return json.dumps(doc, indent=1, ensure_ascii=False) + "\n"
 
@@ -91,6 +104,7 @@ def parse(text: str, path: Path) -> AccountsState:
         state = AccountsState(
             students, pairs, int(doc.get("uid_high", 0)), int(doc.get("pair_gid_high", 0)),
             int(doc.get("subid_high", 0)),
+            {str(k): StaffRecord(**v) for k, v in doc.get("staff", {}).items()},
         )
     except (TypeError, ValueError, AttributeError) as exc:
         raise _bad(path, None, f"malformed record ({exc})") from None
@@ -120,7 +134,14 @@ def parse(text: str, path: Path) -> AccountsState:
         why = names.why_invalid(p.group)
         if why:
             raise _bad(path, _line_of(text, key), f"pair {key!r}: {why}")
-    uids = [s.uid for s in state.students.values()]
+    for name, m in state.staff.items():
+        why = names.why_invalid(name) or (
+            None if m.status in STATUSES and type(m.uid) is int and type(m.subid) is int
+            else "a bad status, uid or subid") or _control(m.name)
+        if why or name in {s.username for s in state.students.values()}:
+            raise _bad(path, _line_of(text, name),
+                       f"staff {name!r}: {why or 'is also a student'}")
+    uids = [s.uid for s in state.students.values()] + [m.uid for m in state.staff.values()]
     gids = [p.gid for p in state.pairs.values()]
     usernames = [s.username for s in state.students.values()]
     if len(set(uids)) != len(uids) or len(set(gids)) != len(gids):
@@ -130,7 +151,9 @@ def parse(text: str, path: Path) -> AccountsState:
     # the high-water marks never fall below an id the file holds (ids are never reused)
     state.uid_high = max([state.uid_high, *uids])
     state.pair_gid_high = max([state.pair_gid_high, *gids])
-    starts = sorted(s.subid for s in state.students.values() if s.subid)
+    records: list[StudentRecord | StaffRecord] = [*state.students.values(),
+                                                  *state.staff.values()]
+    starts = sorted(s.subid for s in records if s.subid)
     if len(set(starts)) != len(starts):
         raise _bad(path, None, "two students share one subordinate id range")
     state.subid_high = max([state.subid_high, *(s + SUBID_COUNT - 1 for s in starts)])

@@ -25,6 +25,7 @@ from ops.state import (
     SUBID_COUNT,
     AccountsState,
     PairRecord,
+    StaffRecord,
     StudentRecord,
 )
 
@@ -33,6 +34,54 @@ NOLOGIN_SHELL = "/usr/sbin/nologin"
 FORBIDDEN_GROUPS = frozenset(
     {"sudo", "wheel", "admin", "adm", "docker", "root", "lxd", "disk", "shadow", "systemd-journal"}
 )
+
+
+@dataclass(frozen=True)
+class StaffMember:
+    """One entry of ``accounts_staff``."""
+
+    username: str
+    name: str
+    email: str
+    keys: tuple[str, ...] = ()
+    sudo: bool = False  # in the sudo group (only those marked so); never docker
+
+
+def _staff(v: dict[str, Any], bad: Callable[[str, str], InputError]) -> tuple[StaffMember, ...]:
+    from ops.roster import check_ssh_key
+
+    raw = v.get("accounts_staff") or []
+    if not isinstance(raw, list):
+        raise bad("accounts_staff", "expected a list of {username, name, email, keys, sudo}")
+    out: list[StaffMember] = []
+    for i, entry in enumerate(raw, 1):
+        if not isinstance(entry, dict) or set(entry) - {"username", "name", "email", "keys",
+                                                        "sudo"}:
+            raise bad("accounts_staff", f"entry {i}: expected the keys username, name, email, "
+                      "keys (a list), sudo (true/false)")
+        username = str(entry.get("username", ""))
+        why = names.why_invalid(username)
+        if why:
+            raise bad("accounts_staff", f"entry {i}: {why}")
+        if username in {m.username for m in out}:
+            raise bad("accounts_staff", f"entry {i}: {username!r} is listed twice")
+        keys = entry.get("keys") or []
+        keys = [keys] if isinstance(keys, str) else keys
+        for key in keys:
+            reason = check_ssh_key(str(key))
+            if reason:
+                raise bad("accounts_staff", f"{username}: malformed SSH public key: {reason}")
+        text = f"{entry.get('name', '')} {entry.get('email', '')}"
+        if names.control_character(text):
+            raise bad("accounts_staff", f"{username}: a control character in name or email")
+
+        sudo = entry.get("sudo", False)
+        if not isinstance(sudo, bool):
+            raise bad("accounts_staff", f"{username}: sudo must be true or false")
+        out.append(StaffMember(username, str(entry.get("name", "")),
+                               str(entry.get("email", "")),
+                               tuple(" ".join(str(k).split()) for k in keys), sudo))
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -49,6 +98,10 @@ class AccountsConfig:
     shared_home: bool
     #: subordinate UIDs/GIDs (rootless containers): SUBID_COUNT per student from this range
     subid_range: tuple[int, int] = (1_000_000, 1_999_999_999)
+    #: the course staff (accounts outside the pairs) and their group
+    staff: tuple[StaffMember, ...] = ()
+    staff_group: str = "course-staff"
+    staff_gid: int = 19998
     #: a sync that would lock more students than this stops (None: 10% of the class, >= 5)
     max_leavers: int | None = None
     #: the file and line of a setting (for errors about it); from_vars sets it
@@ -129,6 +182,18 @@ class AccountsConfig:
             if sub_r[0] <= r[1] and r[0] <= sub_r[1]:
                 raise bad("accounts_subid_range", f"overlaps {other}: a student's container "
                           "ids would be real users' or groups' ids")
+        staff_group = str(v.get("accounts_staff_group", "course-staff"))
+        if names.why_invalid(staff_group) or staff_group in FORBIDDEN_GROUPS \
+                or staff_group == group:
+            raise bad("accounts_staff_group", f"{staff_group!r} is not a valid or allowed "
+                      "group name")
+        try:
+            staff_gid = int(v.get("accounts_staff_gid", 19998))
+        except (TypeError, ValueError):
+            raise bad("accounts_staff_gid", "expected a number") from None
+        if staff_gid == course_gid or any(r[0] <= staff_gid <= r[1]
+                                          for r in (uid_r, gid_r, sub_r)):
+            raise bad("accounts_staff_gid", "is the course group's or inside an id range")
         leavers = v.get("accounts_max_leavers")
         if leavers is not None and (type(leavers) is not int or leavers < 0):
             raise bad("accounts_max_leavers", f"expected a number of students, got {leavers!r}")
@@ -144,6 +209,9 @@ class AccountsConfig:
             flag(v, "accounts_password_login", False, bad),
             flag(v, "accounts_shared_home", True, bad),
             sub_r,
+            _staff(v, bad),
+            staff_group,
+            staff_gid,
             leavers,
             where or (lambda _key: (source, None)),
         )
@@ -186,10 +254,16 @@ def allocate(
     by_id = roster.by_id()
     # pairs: group names and gids
     pairs = roster.pairs()
+    staff_names = [m.username for m in cfg.staff] + list(st.staff)
+    clash = sorted({m.username for m in cfg.staff} & {r.username for r in st.students.values()})
+    if clash:
+        raise InputError(*cfg.where("accounts_staff", source),
+                         f"accounts_staff: {clash[0]!r} is a student's username already",
+                         hint="give the staff member another username")
     group_names = names.assign(
         {k: names.pair_group_base(k) for k in pairs},
         {k: p.group for k, p in st.pairs.items()},
-        taken=[cfg.course_group],
+        taken=[cfg.course_group, cfg.staff_group, *staff_names],
     )
     for key in sorted(pairs):
         rec = st.pairs.get(key)
@@ -210,7 +284,8 @@ def allocate(
     usernames = names.assign(
         {sid: names.base_username(s.first_name, s.last_name, sid) for sid, s in by_id.items()},
         {sid: r.username for sid, r in st.students.items()},
-        taken=[cfg.course_group, *group_names.values(), *(p.group for p in st.pairs.values())],
+        taken=[cfg.course_group, cfg.staff_group, *staff_names, *group_names.values(),
+               *(p.group for p in st.pairs.values())],
     )
     for sid in sorted(by_id):
         s = by_id[sid]
@@ -234,10 +309,28 @@ def allocate(
     for sid, rec_s in st.students.items():
         if sid not in by_id and rec_s.status == ACTIVE:
             rec_s.status = LEFT
+    # staff: uids from the same range (never reused either); one who is no longer listed
+    # is locked, like a student who left
+    for m in cfg.staff:
+        rec_m = st.staff.get(m.username)
+        if rec_m is None or rec_m.status == OFFBOARDED:
+            uid = max(st.uid_high + 1, cfg.uid_range[0])
+            if uid > cfg.uid_range[1]:
+                raise InputError(*cfg.where("accounts_uid_range", source),
+                                 "accounts_uid_range is used up", hint="widen it in group_vars")
+            st.uid_high = uid
+            st.staff[m.username] = StaffRecord(uid, 0, ACTIVE, m.name)
+        else:
+            rec_m.status, rec_m.name = ACTIVE, m.name
+    listed = {m.username for m in cfg.staff}
+    for name, rec_m in st.staff.items():
+        if name not in listed and rec_m.status == ACTIVE:
+            rec_m.status = LEFT
     # subordinate ids: a range of its own for every account, never reused (kept while the
     # account exists, locked or not), given in uid order so every run agrees
-    for rec_s in sorted(st.students.values(), key=lambda r: r.uid):
-        if rec_s.status != OFFBOARDED and not rec_s.subid:
+    accounts: list[StudentRecord | StaffRecord] = [*st.students.values(), *st.staff.values()]
+    for acct in sorted(accounts, key=lambda r: r.uid):
+        if acct.status != OFFBOARDED and not acct.subid:
             start = max(st.subid_high + 1, cfg.subid_range[0])
             if start + SUBID_COUNT - 1 > cfg.subid_range[1]:
                 raise InputError(
@@ -246,7 +339,7 @@ def allocate(
                     f"every subordinate id up to {st.subid_high})",
                     hint="widen it in group_vars",
                 )
-            rec_s.subid = start
+            acct.subid = start
             st.subid_high = start + SUBID_COUNT - 1
     for key, p in st.pairs.items():
         if key not in pairs and p.status == ACTIVE:
@@ -263,7 +356,7 @@ class WantUser:
     home: str
     shell: str
     groups: frozenset[str]  # supplementary, exactly
-    expire_days: int
+    expire_days: int | None  # None: never (staff)
     locked: bool
     keys: tuple[str, ...] = ()
     password_login: bool = False
@@ -304,8 +397,11 @@ def comment_for(rec: StudentRecord) -> str:
 
 def desired(state: AccountsState, roster: Roster, cfg: AccountsConfig, *, homes: bool) -> Desired:
     """What one host must hold; ``homes``: this host makes the homes and pair dirs."""
-    want = Desired(managed=frozenset(r.username for r in state.students.values()))
+    want = Desired(managed=frozenset([*(r.username for r in state.students.values()),
+                                      *state.staff]))
     want.groups[cfg.course_group] = cfg.course_gid
+    if state.staff:
+        want.groups[cfg.staff_group] = cfg.staff_gid
     for p in state.pairs.values():
         if p.status != OFFBOARDED:
             want.groups[p.group] = p.gid
@@ -335,6 +431,29 @@ def desired(state: AccountsState, roster: Roster, cfg: AccountsConfig, *, homes:
         )
         if homes and active:
             want.dirs[home] = WantDir(home, rec.uid, rec.uid, 0o700, skel=True)
+    members = {m.username: m for m in cfg.staff}
+    for name, rec_m in sorted(state.staff.items(), key=lambda kv: kv[1].uid):
+        if rec_m.status == OFFBOARDED:
+            continue
+        member = members.get(name)
+        active = rec_m.status == ACTIVE and member is not None
+        want.groups[name] = rec_m.uid
+        home = child(cfg.home_root, name)
+        want.users[name] = WantUser(
+            name, rec_m.uid, rec_m.uid,
+            "".join(ch for ch in rec_m.name if ch not in ":,=\n\r") or name, home,
+            shell=cfg.shell if active else NOLOGIN_SHELL,
+            # outside the pairs and the course group; sudo only where marked so
+            groups=frozenset({cfg.staff_group, *(["sudo"] if member and member.sudo else [])})
+            if active else frozenset(),
+            expire_days=None if active else 1,
+            locked=not active,
+            keys=member.keys if active and member else (),
+            password_login=cfg.password_login,
+            subid=rec_m.subid,
+        )
+        if homes and active:
+            want.dirs[home] = WantDir(home, rec_m.uid, rec_m.uid, 0o700, skel=True)
     if homes:
         want.dirs[cfg.pairs_dir] = WantDir(cfg.pairs_dir, 0, 0, 0o755)
         for p in state.pairs.values():

@@ -21,6 +21,23 @@ ADD, CHANGE, LOCK, UNLOCK, REMOVE = "add", "change", "lock", "unlock", "remove"
 
 
 @dataclass(frozen=True)
+class FileWrite:
+    """A whole file a change writes: its content travels on stdin, then it is renamed into
+    place (``mode``, ``root:group``) atomically."""
+
+    path: str
+    content: str = field(repr=False)
+    mode: str = "0644"
+    group: str = "root"
+
+    def step(self) -> tuple[str, str]:
+        new, q = shlex.quote(f"{self.path}.course-ops.new"), shlex.quote
+        return (locked(f"umask 077 && cat > {new} && chown root:{q(self.group)} {new} && "
+                       f"chmod {q(self.mode)} {new} && mv -f {new} {q(self.path)}"),
+                self.content)
+
+
+@dataclass(frozen=True)
 class Change:
     host: str
     action: str  # add | change | lock | unlock | remove
@@ -33,8 +50,8 @@ class Change:
     secret: str = field(default="", repr=False)
     #: commands run after the secrets are set (``chage -d 0``: change it at first login)
     after: tuple[tuple[str, ...], ...] = ()
-    #: whole files this change writes, ``(path, content)``: the content goes on stdin
-    write: tuple[tuple[str, str], ...] = ()
+    #: whole files this change writes (their content goes on stdin)
+    write: tuple[FileWrite, ...] = ()
 
     def as_dict(self) -> dict[str, str]:
         return {
@@ -75,11 +92,7 @@ class HostPlan:
         """``(command, stdin)`` steps run after the chunks: the initial passwords, then each
         whole file written (/etc/subuid, /etc/subgid), renamed into place atomically."""
         steps = [s for s in (self.password_step(),) if s]
-        for c in self.changes:
-            for path, _content in c.write:
-                new = shlex.quote(f"{path}.course-ops.new")
-                steps.append((locked(f"umask 022 && cat > {new} && chmod 0644 {new} && "
-                                     f"mv -f {new} {shlex.quote(path)}"), _content))
+        steps += [w.step() for c in self.changes for w in c.write]
         return steps
 
     def password_step(self) -> tuple[str, str] | None:
@@ -228,7 +241,7 @@ def _user_changes(
         argv += ["-G", ",".join(sorted(u.groups))]
     if expire != u.expire_days:
         what.append(
-            f"expiry {_date(expire) if expire is not None else 'never'}->{_date(u.expire_days)}"
+            f"expiry {_date(expire) or 'never'}->{_date(u.expire_days) or 'never'}"
         )
         argv += ["-e", _date(u.expire_days)]
     action = CHANGE
@@ -255,7 +268,10 @@ def _user_changes(
         )
 
 
-def _date(days: int) -> str:
+def _date(days: int | None) -> str:
+    """An /etc/shadow expiry as useradd/usermod take it; "" (None): never expires."""
+    if days is None:
+        return ""
     return (dt.date(1970, 1, 1) + dt.timedelta(days=days)).isoformat()
 
 
@@ -308,7 +324,7 @@ def _subid_changes(host: str, want: Desired, snap: HostSnapshot, out: HostPlan) 
     wanted = {u.name: f"{u.name}:{u.subid}:{SUBID_COUNT}" for u in want.users.values()
               if u.subid}
     ours = {u.subid: u.name for u in want.users.values() if u.subid}
-    writes: list[tuple[str, str]] = []
+    writes: list[FileWrite] = []
     per_user: dict[str, list[str]] = {}
     for kind in ("subuid", "subgid"):
         lines = snap.subids.get(kind, [])
@@ -335,7 +351,7 @@ def _subid_changes(host: str, want: Desired, snap: HostSnapshot, out: HostPlan) 
         if changed:
             text = "".join(f"{line}\n" for line in
                            [*foreign, *sorted(wanted.values(), key=_subid_start)])
-            writes.append((f"/etc/{kind}", text))
+            writes.append(FileWrite(f"/etc/{kind}", text))
     for i, (name, kinds) in enumerate(sorted(per_user.items())):
         u = want.users.get(name)
         action = (REMOVE if u is None or not u.subid else

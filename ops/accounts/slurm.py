@@ -39,13 +39,16 @@ def _q(value: str) -> str:
 
 
 def plan(host: str, state: AccountsState, course: str, qos: str,
-         snap: SlurmSnapshot) -> HostPlan:
-    """The Slurm changes on the controller ``host``."""
+         snap: SlurmSnapshot, staff_account: str = "course-staff") -> HostPlan:
+    """The Slurm changes on the controller ``host``. Staff get one account of their own
+    under the course's, outside the pairs' QOS (no per-pair GPU cap)."""
     out = HostPlan(host)
     pairs = {k: p.group for k, p in state.pairs.items() if p.status == ACTIVE}
     want_users = {r.username: pairs[r.pair] for r in state.students.values()
                   if r.status == ACTIVE and r.pair in pairs}
-    managed = {r.username for r in state.students.values()}
+    staff = sorted(n for n, m in state.staff.items() if m.status == ACTIVE)
+    want_users.update({n: staff_account for n in staff})
+    managed = {r.username for r in state.students.values()} | set(state.staff)
     load: list[str] = []
     if course not in snap.accounts:
         out.changes.append(Change(host, ADD, "slurm", f"account {course}", "course parent"))
@@ -63,6 +66,12 @@ def plan(host: str, state: AccountsState, course: str, qos: str,
                                       f"under {course}, QOS {qos}"))
             load.append(f"Account - {_q(g)}:Description={_q(g)}:Organization={_q(course)}"
                         f":Fairshare=1:QOS={_q(qos)}:DefaultQOS={_q(qos)}")
+    if staff and staff_account not in snap.accounts:
+        out.changes.append(Change(host, ADD, "slurm", f"account {staff_account}",
+                                  f"under {course}, the staff (no pair QOS)"))
+        load += [f"Parent - {_q(course)}",
+                 f"Account - {_q(staff_account)}:Description={_q(staff_account)}"
+                 f":Organization={_q(course)}:Fairshare=1"]
     for account, users in sorted(by_account.items()):
         load.append(f"Parent - {_q(account)}")
         for user in users:

@@ -76,6 +76,8 @@ class HostSnapshot:
     #: /etc/subuid and /etc/subgid, line by line (None: the file does not exist)
     subids: dict[str, list[str]] = field(default_factory=lambda: {"subuid": [], "subgid": []})
     slurm: SlurmSnapshot | None = None  # the controller's associations, once Slurm runs
+    #: the hub's list of users: None where no hub is installed, else its sha256 ("": none)
+    hub_users: str | None = None
 
     def supplementary(self, user: str) -> set[str]:
         return {g for g, m in self.members.items() if user in m}
@@ -87,8 +89,12 @@ class HostSnapshot:
         return {gid: name for name, gid in self.groups.items()}
 
 
+#: Where the accounts sync keeps the hub's users (role jupyterhub reads it at each login).
+HUB_USERS = "/etc/jupyterhub/course-users.json"
+
+
 def snapshot_script(home_root: str, pairs_dir: str, homes: bool, slurm: bool = False,
-                    etc: str = "/etc") -> str:
+                    etc: str = "/etc", hub: bool = False) -> str:
     """The snapshot's shell script (without the host lock); ``etc`` for tests."""
     e = shlex.quote(etc)
     lines = [
@@ -111,13 +117,17 @@ def snapshot_script(home_root: str, pairs_dir: str, homes: bool, slurm: bool = F
         ]
     if slurm:
         lines.append(SLURM_SNAPSHOT)
+    if hub:
+        lines.append(f"if [ -d {shlex.quote(HUB_USERS.rsplit('/', 1)[0])} ]; then "
+                     f"echo '#hub'; sha256sum {HUB_USERS} 2>/dev/null || echo none; fi")
     return "; ".join(lines)
 
 
-def snapshot_command(home_root: str, pairs_dir: str, homes: bool, slurm: bool = False) -> str:
+def snapshot_command(home_root: str, pairs_dir: str, homes: bool, slurm: bool = False,
+                     hub: bool = False) -> str:
     from ops.accounts.plan import locked
 
-    return locked(snapshot_script(home_root, pairs_dir, homes, slurm))
+    return locked(snapshot_script(home_root, pairs_dir, homes, slurm, hub=hub))
 
 
 def parse_snapshot(lines: list[str]) -> HostSnapshot:
@@ -134,6 +144,7 @@ def parse_snapshot(lines: list[str]) -> HostSnapshot:
             "sums",
             "subuid",
             "subgid",
+            "hub",
             "slurm-cluster",
             "slurm-assoc",
             "slurm-users",
@@ -164,6 +175,8 @@ def parse_snapshot(lines: list[str]) -> HostSnapshot:
                 snap.dirs[path] = (int(uid), int(gid), int(mode, 8))
             else:
                 snap.keys[path] = (int(uid), int(gid), int(mode, 8), "")
+        elif section == "hub":
+            snap.hub_users = "" if line.strip() == "none" else line.split()[0]
         elif section in ("subuid", "subgid"):
             snap.subids[section].append(line.strip())
         elif section.startswith("slurm-"):
@@ -184,8 +197,9 @@ class AccountsSnapshot(FactBase):
     def requires_command(self, *args: object, **kwargs: object) -> str:
         return "find"
 
-    def command(self, home_root: str, pairs_dir: str, homes: bool, slurm: bool = False) -> str:
-        return snapshot_command(home_root, pairs_dir, homes, slurm)
+    def command(self, home_root: str, pairs_dir: str, homes: bool, slurm: bool = False,
+                hub: bool = False) -> str:
+        return snapshot_command(home_root, pairs_dir, homes, slurm, hub)
 
     def process(self, output: list[str]) -> HostSnapshot:
         return parse_snapshot(output)

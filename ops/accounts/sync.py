@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,8 +15,8 @@ from ops import roster as roster_mod
 from ops.accounts import slurm
 from ops.accounts.model import AccountsConfig, allocate, desired, leavers
 from ops.accounts.passwords import InitialPasswords
-from ops.accounts.plan import HostPlan, compute
-from ops.accounts.snapshot import AccountsSnapshot, HostSnapshot
+from ops.accounts.plan import ADD, CHANGE, Change, FileWrite, HostPlan, compute
+from ops.accounts.snapshot import HUB_USERS, AccountsSnapshot, HostSnapshot
 from ops.errors import InputError, OpsError, Refused, RemoteError
 from ops.inventory import ACCOUNT_GROUPS, Host, Inventory
 from ops.roster import Roster
@@ -45,6 +47,13 @@ class Context:
         """Where sacctmgr runs: the first slurm_controller host."""
         hosts = self.inv.hosts_in("slurm_controller")
         return hosts[0].name if hosts else None
+
+    @property
+    def hub_hosts(self) -> list[str]:
+        """Account hosts that run the hub (group ``hub``, else the slurm_controller)."""
+        hub = self.inv.hosts_in("hub") or self.inv.hosts_in("slurm_controller")
+        mine = {h.name for h in self.hosts}
+        return [h.name for h in hub if h.name in mine]
 
     @property
     def home_hosts(self) -> list[str]:
@@ -78,6 +87,7 @@ def snapshots(ctx: Context, state: object) -> dict[str, HostSnapshot]:
             "pairs_dir": ctx.cfg.pairs_dir,
             "homes": h.name in ctx.home_hosts,
             "slurm": h.name == ctx.slurm_host,
+            "hub": h.name in ctx.hub_hosts,
         }
         for h in ctx.hosts
     }
@@ -94,6 +104,10 @@ def plan_for(
     for h in ctx.hosts:
         want = desired(state, ctx.roster, ctx.cfg, homes=h.name in ctx.home_hosts)
         plans[h.name] = compute(h.name, want, snaps[h.name], passwords)
+    for name in ctx.hub_hosts:
+        change = hub_users_change(ctx, state, name, snaps[name])
+        if change:
+            plans[name].changes.append(change)
     slurm_snap = snaps[ctx.slurm_host].slurm if ctx.slurm_host else None
     if slurm_snap is not None:  # Slurm runs: its associations follow the roster too
         assert ctx.slurm_host is not None
@@ -104,8 +118,37 @@ def plan_for(
                 "`ops provision` starts it); nothing was changed")
         plans[ctx.slurm_host].changes += slurm.plan(
             ctx.slurm_host, state, ctx.cfg.course_group,
-            str(roles.setting(ctx.inv.vars, "slurm", "slurm_qos_name")), slurm_snap).changes
+            str(roles.setting(ctx.inv.vars, "slurm", "slurm_qos_name")), slurm_snap,
+            ctx.cfg.staff_group).changes
     return plans
+
+
+def hub_users(ctx: Context, state: AccountsState) -> str:
+    """Who may log in to the hub (roster students who are not locked, and the staff), its
+    admins (the staff) and each one's e-mail (OAuth/LTI logins name people by it)."""
+    students = {sid: r for sid, r in state.students.items() if r.status == ACTIVE}
+    staff = {m.username: m for m in ctx.cfg.staff
+             if state.staff.get(m.username) and state.staff[m.username].status == ACTIVE}
+    emails = {s.email.lower(): students[s.student_id].username for s in ctx.roster.students
+              if s.student_id in students}
+    emails.update({m.email.lower(): m.username for m in staff.values() if m.email})
+    doc = {"allowed": sorted([*(r.username for r in students.values()), *staff]),
+           "admins": sorted(staff), "emails": dict(sorted(emails.items()))}
+    return json.dumps(doc, indent=1) + "\n"
+
+
+def hub_users_change(ctx: Context, state: AccountsState, host: str,
+                     snap: HostSnapshot) -> Change | None:
+    """The hub's list of users kept in step with the roster (where the hub is installed)."""
+    if snap.hub_users is None:
+        return None
+    text = hub_users(ctx, state)
+    if hashlib.sha256(text.encode()).hexdigest() == snap.hub_users:
+        return None
+    n = len(json.loads(text)["allowed"])
+    group = str(roles.setting(ctx.inv.vars, "jupyterhub", "jupyterhub_user"))
+    return Change(host, ADD if not snap.hub_users else CHANGE, "hub", HUB_USERS,
+                  f"{n} user(s) may log in", write=(FileWrite(HUB_USERS, text, "0640", group),))
 
 
 def check_conflicts(plans: dict[str, HostPlan]) -> None:

@@ -136,6 +136,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         if name in metafunc.fixturenames:
             users = _expected(metafunc.config).students(status)
             metafunc.parametrize(name, users, ids=users)
+    if "staff_member" in metafunc.fixturenames:
+        exp = _expected(metafunc.config)
+        staff = sorted(m.username for m in exp.cfg.staff)
+        metafunc.parametrize("staff_member", staff, ids=staff)
     if "pair_group" in metafunc.fixturenames:
         pairs = _expected(metafunc.config).active_pairs()
         metafunc.parametrize("pair_group", pairs, ids=pairs)

@@ -167,3 +167,18 @@ def test_student_has_exactly_their_subordinate_range(subid_files, expected, stud
         if name != student:
             assert int(start) + int(count) - 1 < lo or int(start) > hi, \
                 f"/etc/{kind}: {ln} overlaps {student}'s range"
+
+
+def test_staff_account(host, expected, staff_member) -> None:  # noqa: ANN001
+    """Staff: like a student's account, outside the pairs and the course group, in the
+    staff group, sudo only where marked, never docker, no expiry."""
+    member = next(m for m in expected.cfg.staff if m.username == staff_member)
+    rec = expected.state.staff[staff_member]
+    u = host.user(staff_member)
+    assert u.exists and (u.uid, u.gid) == (rec.uid, rec.uid)
+    want = {staff_member, expected.cfg.staff_group, *(["sudo"] if member.sudo else [])}
+    assert set(u.groups) == want
+    assert u.expiration_date is None
+    home = host.file(f"{expected.cfg.home_root}/{staff_member}")
+    if home.exists:  # made on the home host
+        assert (home.user, home.mode) == (staff_member, 0o700)

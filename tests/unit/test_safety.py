@@ -120,6 +120,7 @@ def test_a_failed_slurm_snapshot_is_an_error_not_an_empty_plan(tmp_path: Path) -
     from ops.accounts import sync as sync_mod
 
     ctx = types.SimpleNamespace(hosts=[types.SimpleNamespace(name="ctl")], home_hosts=["ctl"],
+                                hub_hosts=[],
                                 slurm_host="ctl", roster=parse(roster(2)), cfg=CFG,
                                 inv=types.SimpleNamespace(vars={}))
     st = allocate(ctx.roster, AccountsState(), CFG, "s")

@@ -95,7 +95,7 @@ def test_an_empty_host_gets_every_range_in_both_files_and_keeps_other_lines() ->
     assert [(c.action, c.subject) for c in changes] == \
         [("add", "dcohen"), ("add", "elevi"), ("add", "nkatz")]
     assert changes[0].detail == "subuid+subgid 1000000-1065535"
-    writes = dict(changes[0].write)
+    writes = {w.path: w.content for w in changes[0].write}
     assert writes["/etc/subuid"] == "admin:100000:65536\n" + "".join(f"{x}\n" for x in CONVERGED)
     assert writes["/etc/subgid"] == "admin:100000:65536\n" + "".join(f"{x}\n" for x in CONVERGED)
     steps = plan.stdin_steps()
@@ -114,7 +114,7 @@ def test_a_changed_or_doubled_line_is_repaired_in_that_file_only() -> None:
     assert [(c.action, c.subject, c.detail) for c in changes] == [
         ("change", "dcohen", "subuid 1000000-1065535"),
         ("change", "nkatz", "subuid 1131072-1196607")]
-    assert [p for p, _ in changes[0].write] == ["/etc/subuid"]
+    assert [w.path for w in changes[0].write] == ["/etc/subuid"]
 
 
 def test_an_offboarded_students_lines_go() -> None:
@@ -122,7 +122,7 @@ def test_an_offboarded_students_lines_go() -> None:
     st.students["3"].status = OFFBOARDED
     changes, _ = plan_for(CONVERGED, state=st)
     assert [(c.action, c.subject) for c in changes] == [("remove", "nkatz")]
-    assert "nkatz" not in dict(changes[0].write)["/etc/subuid"]
+    assert "nkatz" not in {w.path: w.content for w in changes[0].write}["/etc/subuid"]
 
 
 def test_a_foreign_range_overlapping_a_students_is_a_conflict() -> None:

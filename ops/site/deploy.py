@@ -226,14 +226,17 @@ class Sent:
 
 
 _STAT = re.compile(r"^(?P<k>[A-Za-z ]+?):\s*(?P<v>[\d,.]+)", re.M)
+_REGULAR = re.compile(r"^Number of files:.*?\breg:\s*(?P<n>[\d,]+)", re.M)
 
 
 def parse_stats(out: str) -> Sent:
+    """rsync's --stats: bytes sent, regular files sent, regular files, their bytes."""
     got = {m["k"].strip().lower(): int(float(m["v"].replace(",", "")))
            for m in _STAT.finditer(out)}
+    reg = _REGULAR.search(out)
     return Sent(got.get("total bytes sent", 0),
                 got.get("number of regular files transferred", 0),
-                got.get("number of regular files", got.get("number of files", 0)),
+                int(reg["n"].replace(",", "")) if reg else got.get("number of files", 0),
                 got.get("total file size", 0))
 
 

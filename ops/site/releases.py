@@ -78,5 +78,5 @@ def to_prune(releases: list[str], keep: int, current: str | None,
     protected = {r for r in (current, previous) if r in ours}
     others = [r for r in ours if r not in protected]
     room = max(keep - len(protected), 0)
-    kept = set(others[len(others) - room:]) if room else set()
+    kept = set(others[max(len(others) - room, 0):]) if room else set()
     return [r for r in others if r not in kept]

@@ -272,6 +272,12 @@ def test_prune_with_both_links_old_keeps_them_and_the_newest_others() -> None:
     assert releases.to_prune(R, 2, R[2], R[4]) == [R[0], R[1], R[3], R[5], R[6]]
 
 
+def test_prune_removes_nothing_while_fewer_than_keep() -> None:
+    # keep 5 of 4: nothing goes (a negative slice once pruned the oldest)
+    assert releases.to_prune(R[:4], 5, R[3], R[2]) == []
+    assert releases.to_prune(R[:5], 5, R[4], R[3]) == []
+
+
 def test_prune_ignores_foreign_names_and_refuses_keep_below_two() -> None:
     assert releases.to_prune([*R, "backup", ".x.partial"], 6, R[-1], R[-2]) == R[:1]
     with pytest.raises(ValueError):
@@ -346,7 +352,7 @@ def test_rsync_stats_are_parsed() -> None:
            "Number of regular files transferred: 2\n"
            "Total file size: 314,572,800 bytes\n"
            "Total bytes sent: 231,404\n")
-    assert deploy.parse_stats(out) == deploy.Sent(231404, 2, 3012, 314572800)
+    assert deploy.parse_stats(out) == deploy.Sent(231404, 2, 2950, 314572800)
 
 
 # ---------------------------------------------------------------- inventory settings

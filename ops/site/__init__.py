@@ -159,10 +159,10 @@ def build(src: Path, out: Path, *, baseurl: str | None = None, ca_bundle: Path |
     opts = options or Options()
     plan = plan_build(src, opts, semesters=semesters)
     cfg = plan.config
-    for line in plan.said:
-        log(line)
     base = baseurl or cfg.baseurl
     builder.check_out(cfg.source, out)  # before Docker: a wrong --out removes nothing
+    for line in plan.said:
+        log(line)
     client = lab._client()
     image = builder.ensure_image(client, ca_bundle=ca_bundle,
                                  site_packages=plan.plugins.packages, log=log)

@@ -42,7 +42,7 @@ _HTML_COMMENT = re.compile(r"<!--.*?-->", re.S)
 _RAW_BODY = re.compile(r"(<(script|style)\b(?:[^>\"']|\"[^\"]*\"|'[^']*')*>).*?</\2\s*>",
                        re.S | re.I)
 _TAG = re.compile(r"<([a-zA-Z][a-zA-Z0-9:-]*)(\s(?:[^>\"']|\"[^\"]*\"|'[^']*')*)?/?>")
-_ATTR = re.compile(r"""([^\s"'>/=]+)(?:\s*=\s*("[^"]*"|'[^']*'|[^\s"'=<>`]+))?""")
+_ATTR = re.compile(r"""([^\s"'>/=]+)(?:\s*=\s*("[^"]*"|'[^']*'|[^\s"'<>`]+))?""")
 _FONT = re.compile(r"\.(?:woff2?|ttf|otf|eot)(?:[?#].*)?$", re.I)
 SEMESTERS = "semesters"
 

@@ -56,6 +56,9 @@ class Options:
     link_allow: list[str] = field(default_factory=list)
     #: website_csp: the Content-Security-Policy the web hosts send
     csp: str | None = None
+    #: website_builder: "debian" (Debian's jekyll and plugin packages, no network) or
+    #: "bundler" (the site's Gemfile.lock from rubygems.org, where it is reachable)
+    builder: str = "debian"
     #: variable -> where it is set ("file:line"), for messages
     where: dict[str, str] = field(default_factory=dict)
 
@@ -117,10 +120,15 @@ def plan_build(src: Path, options: Options | None = None, *,
     opts = options or Options()
     cfg = source.load(src)
     said = [f"warning: {w}" for w in cfg.warnings]
-    theme = themes.resolve(cfg, opts.theme_dir,
-                           f"website_theme_dir ({opts.where.get('website_theme_dir', '')})"
-                           .replace(" ()", ""))
-    pplan = plugins.plan(cfg, theme, opts.skip_plugins)
+    bundler = opts.builder == "bundler"
+    if bundler:  # the site's own gems: its theme and plugins as GitHub Pages has them
+        theme, pplan = None, plugins.PluginPlan(load=[p.value for p in cfg.plugins])
+        said.append("theme and plugins: the site's Gemfile.lock (website_builder: bundler)")
+    else:
+        theme = themes.resolve(cfg, opts.theme_dir,
+                               f"website_theme_dir ({opts.where.get('website_theme_dir', '')})"
+                               .replace(" ()", ""))
+        pplan = plugins.plan(cfg, theme, opts.skip_plugins)
     said += [f"warning: {w}" for w in pplan.warnings]
     if theme is not None:
         said.append(f"theme {theme.name} ({cfg.theme.key if cfg.theme else 'theme'}): "
@@ -144,7 +152,8 @@ def plan_build(src: Path, options: Options | None = None, *,
         plugins=pplan.load if pplan.skipped else None,
         exclude=[*cfg.exclude, *extra] if extra else None,
         static=static,
-        time=None if cfg.time_set else source.site_time(source.snapshot(cfg.source)))
+        time=None if cfg.time_set else source.site_time(source.snapshot(cfg.source)),
+        network=bundler)
     return Plan(cfg, theme, pplan, static + rendered, inputs, said)
 
 
@@ -164,8 +173,11 @@ def build(src: Path, out: Path, *, baseurl: str | None = None, ca_bundle: Path |
     for line in plan.said:
         log(line)
     client = lab._client()
-    image = builder.ensure_image(client, ca_bundle=ca_bundle,
-                                 site_packages=plan.plugins.packages, log=log)
+    if opts.builder == "bundler":
+        image = builder.ensure_bundle_image(client, cfg.source, ca_bundle=ca_bundle, log=log)
+    else:
+        image = builder.ensure_image(client, ca_bundle=ca_bundle,
+                                     site_packages=plan.plugins.packages, log=log)
     log(f"building {cfg.source} (baseurl {base})")
     phases: dict[str, float] = {}
     t0 = time.monotonic()
@@ -329,9 +341,15 @@ def _options(inventory_dir: Path, merged: dict[str, Any], hostnames: list[str]) 
     if csp is not None and not isinstance(csp, str):
         raise InputError(path, line, f"website_csp must be a policy string, not {csp!r}",
                          hint="e.g. website_csp: \"default-src 'self'\"")
+    kind = merged.get("website_builder") or "debian"
+    path, line = at("website_builder")
+    if kind not in ("debian", "bundler"):
+        raise InputError(path, line, f"website_builder {kind!r} is neither debian nor bundler",
+                         hint="debian (the default, no network) or bundler (the site's "
+                         "Gemfile.lock; rubygems.org must be reachable)")
     return Options(hostnames, theme_dir, str_list("website_skip_plugins"),
                    str_list("website_link_check_allow"),
-                   " ".join(csp.split()) if csp else None, where)
+                   " ".join(csp.split()) if csp else None, builder=str(kind), where=where)
 
 
 def build_options(inventory_dir: Path) -> Options:

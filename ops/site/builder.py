@@ -94,18 +94,26 @@ def ensure_image(client: Any, *, ca_bundle: Path | None = None,
     base = lab.ensure_base_image(client, log=log)
     bundle = ca_bundle_bytes(ca_bundle)
     tag = image_tag(base, bundle, site_packages=site_packages)
+    extra = f", with {' '.join(sorted(site_packages))}" if site_packages else ""
+    dockerfile = render_dockerfile(base, ca_bundle=bundle is not None,
+                                   site_packages=site_packages)
+    return _build_image(client, tag, dockerfile, {"ca-bundle.crt": bundle},
+                        f"Debian's jekyll{extra}", "is Debian's mirror reachable from "
+                        "containers? (--ca-bundle for an intercepting proxy)", log)
+
+
+def _build_image(client: Any, tag: str, dockerfile: str, files: dict[str, bytes | None],
+                 what: str, hint: str, log: Log) -> str:
+    from ops import lab
+
     with lab._docker(f"looking for image {tag}"):
         if lab._get(client.images, tag) is not None:
             return tag
-    extra = f", with {' '.join(sorted(site_packages))}" if site_packages else ""
-    log(f"building the site builder image {tag} (Debian's jekyll{extra}; a few minutes, "
-        "once)")
+    log(f"building the site builder image {tag} ({what}; a few minutes, once)")
     started = time.monotonic()
-    dockerfile = render_dockerfile(base, ca_bundle=bundle is not None,
-                                   site_packages=site_packages).encode()
     context = io.BytesIO()
     with tarfile.open(fileobj=context, mode="w") as tar:
-        for name, data in (("Dockerfile", dockerfile), ("ca-bundle.crt", bundle)):
+        for name, data in (("Dockerfile", dockerfile.encode()), *files.items()):
             if data is None:
                 continue
             info = tarfile.TarInfo(name)
@@ -121,10 +129,55 @@ def ensure_image(client: Any, *, ca_bundle: Path | None = None,
             lines = [str(c.get("stream", c.get("error", ""))).strip() for c in build_log]
             last = next((ln for ln in reversed(lines) if ln), str(exc))
             raise OpsError(f"building the site builder image failed: {last}",
-                           hint="is Debian's mirror reachable from containers? "
-                           "(--ca-bundle for an intercepting proxy)") from None
+                           hint=hint) from None
     log(f"built {tag} in {time.monotonic() - started:.0f} s")
     return tag
+
+
+# ----------------------------------------------------------------------------- bundler
+
+BUNDLE_REPOSITORY = "course-ops/site-builder-bundle"
+
+
+def bundle_files(source: Path) -> tuple[bytes, bytes]:
+    """The site's Gemfile and Gemfile.lock (the bundler builder installs exactly the lock)."""
+    gemfile, lock = source / "Gemfile", source / "Gemfile.lock"
+    for path in (gemfile, lock):
+        if not path.is_file():
+            raise InputError(path, None, "missing: the bundler builder installs the site's "
+                             "Gemfile.lock", hint="run `bundle lock` in the site where "
+                             "rubygems.org is reachable, and commit both files; or set "
+                             "website_builder: debian")
+    return gemfile.read_bytes(), lock.read_bytes()
+
+
+def render_bundle_dockerfile(builder_image: str, image_dir: Path = IMAGE_DIR) -> str:
+    template = jinja2.Template((image_dir / "Dockerfile.bundler.j2").read_text(encoding="utf-8"),
+                               undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    return template.render(builder_image=builder_image)
+
+
+def bundle_tag(builder_image: str, gemfile: bytes, lock: bytes,
+               image_dir: Path = IMAGE_DIR) -> str:
+    """``course-ops/site-builder-bundle:<12 hex>``: the Dockerfile, the Gemfile and its lock."""
+    digest = hashlib.sha256(render_bundle_dockerfile(builder_image, image_dir).encode())
+    digest.update(b"\0" + gemfile + b"\0" + lock)
+    return f"{BUNDLE_REPOSITORY}:{digest.hexdigest()[:12]}"
+
+
+def ensure_bundle_image(client: Any, source: Path, *, ca_bundle: Path | None = None,
+                        log: Log = _LOG.info) -> str:
+    """The bundler builder for the site's Gemfile.lock (``website_builder: bundler``): the
+    Debian builder plus ``bundle install`` of the lock, from rubygems.org, tagged by the
+    lock's hash; built once per lock."""
+    gemfile, lock = bundle_files(source)
+    builder = ensure_image(client, ca_bundle=ca_bundle, log=log)
+    tag = bundle_tag(builder, gemfile, lock)
+    return _build_image(client, tag, render_bundle_dockerfile(builder),
+                        {"Gemfile": gemfile, "Gemfile.lock": lock},
+                        "bundle install of the site's Gemfile.lock",
+                        "is rubygems.org reachable from containers? The bundler builder "
+                        "needs it (website_builder: debian does not)", log)
 
 
 # ----------------------------------------------------------------------------- errors
@@ -286,6 +339,9 @@ class JekyllInputs:
     static: list[Semester] = field(default_factory=list)
     #: Jekyll's ``time`` (site.time), when the site sets none: the source's newest change
     time: str | None = None
+    #: the bundler builder: Jekyll with the site's own gems, and the network (a remote
+    #: theme is fetched by jekyll-remote-theme, as on GitHub Pages)
+    network: bool = False
 
     def override(self) -> dict[str, Any]:
         o: dict[str, Any] = {}
@@ -446,7 +502,8 @@ def _run_jekyll(lab: Any, client: Any, image: str, source: Path, out: Path,
             _LOG.info("override.yml: %s", json.dumps(inputs.override()))
         with lab._docker("running jekyll"):
             container = client.containers.create(
-                image, argv, user=user, network_disabled=True, working_dir="/tmp",
+                image, argv, user=user, network_disabled=not inputs.network,
+                working_dir="/tmp",
                 volumes=volumes, environment=environment,
                 labels={lab.IMAGE_LABEL: "site-builder"})
         try:

@@ -480,3 +480,26 @@ def test_ops_site_serve_previews_on_loopback_and_rebuilds_on_change(lab: Path,
             if proc.poll() is None:
                 proc.kill()
     assert proc.returncode == 130
+
+
+@pytest.mark.skipif(os.environ.get("OPS_TEST_RUBYGEMS") != "1",
+                    reason="the bundler builder needs rubygems.org: set OPS_TEST_RUBYGEMS=1 "
+                    "where it is reachable (not on the lab's machines)")
+def test_the_bundler_builder_installs_the_gemfile_lock(lab: Path, tmp_path: Path) -> None:
+    import shutil as sh
+
+    if sh.which("bundle") is None:
+        pytest.skip("OPS_TEST_RUBYGEMS=1 but no `bundle` here to write the Gemfile.lock")
+    src = site_copy(tmp_path, "bundler")
+    (src / "Gemfile").write_text('source "https://rubygems.org"\ngem "jekyll", "~> 4.3"\n'
+                                 'group :jekyll_plugins do\n  gem "jekyll-feed"\nend\n')
+    subprocess.run(["bundle", "lock"], cwd=src, check=True, capture_output=True, timeout=600)
+    cfg = src / "_config.yml"
+    cfg.write_text(cfg.read_text() + "plugins: [jekyll-feed]\n")
+    web_yml = lab / "group_vars" / "web.yml"
+    web_yml.write_text("website_builder: bundler\n")
+    try:
+        p = ops(lab, "site", "build", str(src), "--out", str(tmp_path / "out"), timeout=1800)
+    finally:
+        web_yml.unlink()
+    assert "site-builder-bundle:" in p.stderr and (tmp_path / "out" / "feed.xml").is_file()

@@ -354,7 +354,7 @@ def test_bad_website_build_vars_name_the_line(tmp_path: Path) -> None:
         "website_skip_plugins: [jemoji]\nwebsite_link_check_allow:\n")
     o = build_options(inv)
     assert o == Options([], inv.resolve() / "themes" / "mm", ["jemoji"], [],
-                        "default-src 'self'", o.where)
+                        "default-src 'self'", builder="debian", where=o.where)
     assert o.where["website_csp"] == f"{inv.resolve() / 'group_vars' / 'all.yml'}:2"
 
 
@@ -413,3 +413,36 @@ def test_the_preview_serves_on_loopback_and_rebuilds_on_change(tmp_path: Path) -
         stop.set()
         t.join(timeout=10)
     assert not t.is_alive()
+
+
+# ---------------------------------------------------------------- the bundler builder
+def test_the_bundler_builder_is_tagged_by_the_lock_and_needs_it(tmp_path: Path) -> None:
+    src = site(tmp_path, files={"Gemfile": 'gem "github-pages"\n'})
+    with pytest.raises(InputError) as e:
+        builder.bundle_files(src)
+    assert e.value.path.endswith("Gemfile.lock") and "bundle lock" in e.value.hint
+    text = builder.render_bundle_dockerfile("course-ops/site-builder:abc")
+    assert "FROM course-ops/site-builder:abc" in text and "bundle install" in text
+    a = builder.bundle_tag("b:1", b"gem 'x'", b"lock 1")
+    assert a.startswith("course-ops/site-builder-bundle:")
+    assert a != builder.bundle_tag("b:1", b"gem 'x'", b"lock 2")
+    assert a == builder.bundle_tag("b:1", b"gem 'x'", b"lock 1")
+
+
+def test_with_bundler_the_gemfile_has_the_theme_and_plugins(tmp_path: Path) -> None:
+    src = site(tmp_path, PLUGGED)  # jemoji and a remote theme not here: bundler has them
+    plan = plan_build(src, Options(builder="bundler"))
+    assert plan.theme is None and plan.inputs.network and plan.inputs.plugins is None
+    assert plan.plugins.packages == []
+    assert not plan_build(site(tmp_path / "d", CONFIG)).inputs.network
+
+
+def test_website_builder_must_be_debian_or_bundler(tmp_path: Path) -> None:
+    from ops.site import build_options
+
+    inv = tmp_path / "inv"
+    (inv / "group_vars").mkdir(parents=True)
+    (inv / "group_vars" / "all.yml").write_text("x: 1\nwebsite_builder: gem\n")
+    with pytest.raises(InputError) as e:
+        build_options(inv)
+    assert e.value.line == 2 and "neither debian nor bundler" in str(e.value)

@@ -897,3 +897,27 @@ def test_known_hostnames_without_an_inventory_is_none(tmp_path: Path) -> None:
 
     assert known_hostnames(tmp_path / "nothing") == []
     assert known_hostnames(_inventory(tmp_path, "website_hostname: c.example\n")) == ["c.example"]
+
+
+def test_nginx_sends_a_semester_to_its_archive_or_the_release() -> None:
+    import re
+
+    import jinja2
+
+    text = (REPO_ROOT / "roles/website/templates/course-website.conf.j2").read_text()
+    conf = jinja2.Template(text).render(ansible_managed="x", website_asset_max_age=1,
+                                        website_default_server=True, website_hostname="h",
+                                        website_tls_certificate="c", website_tls_protocols="p",
+                                        website_tls_certificate_key="k", website_gzip=True,
+                                        website_baseurl="/cs.1", website_root="/srv/w")
+    block = conf.split("location ^~ /cs.1/semesters/ {", 1)[1]
+    assert block.split("\n", 3)[2].strip() == "alias /srv/w/current/semesters/;"
+    pattern = re.search(r"location ~ (\^\S+) \{", block)
+    assert pattern is not None
+    rx = re.compile(pattern[1].replace("(?<", "(?P<"))  # PCRE's named groups, in Python's
+    m = rx.match("/cs.1/semesters/2024-winter/lectures/l1/")
+    assert m and (m["course_website_semester"], m["course_website_rest"]) == \
+        ("2024-winter", "/lectures/l1/")
+    assert rx.match("/csx1/semesters/2024/") is None  # the baseurl's dot is literal
+    assert "if (-d /srv/w/semesters/$course_website_semester)" in block
+    assert block.index("location ~ /\\.") < block.index("location ~ ^")  # dot paths first

@@ -126,7 +126,12 @@ def _top(path: Path) -> tuple[dict[str, Setting], list[str]]:
     out: dict[str, Setting] = {}
     for k, v in node.value:
         key = str(k.value)
-        out[key] = Setting(key, node_value(v, path), k.start_mark.line + 1, v)
+        try:
+            value = node_value(v, path)
+        except ValueError as exc:  # YAML's timestamp: "day is out of range for month"
+            raise InputError(path, v.start_mark.line + 1, f"{key}: not a valid value ({exc})",
+                             hint="a date is YYYY-MM-DD and must exist") from None
+        out[key] = Setting(key, value, k.start_mark.line + 1, v)
     return out, duplicate_keys(path, node)
 
 

@@ -65,6 +65,7 @@ def test_a_duplicate_key_is_a_warning_with_both_lines(tmp_path: Path) -> None:
     ("title: x\nbaseurl: /cs\nlist:\n\t- a\n", 4, "not valid YAML"),
     ("title: x\nbaseurl: /cs\nplugins: jekyll-feed\n", 3, "plugins must be a list"),
     ("title: x\nbaseurl: /cs\nremote_theme: [a]\n", 3, "remote_theme must be a name"),
+    ("title: x\nbaseurl: /cs\nstart: 2027-02-30\n", 3, "start: not a valid value"),
 ])
 def test_an_invalid_config_names_file_and_line(tmp_path: Path, text: str, line: int,
                                                message: str) -> None:

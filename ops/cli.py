@@ -412,7 +412,8 @@ def accounts_offboard(
 # ---------------------------------------------------------------- site
 @cli.group()
 def site() -> None:
-    """The course website: build (Jekyll, no Ruby needed), deploy, roll back, archive."""
+    """The course website: build (Jekyll, no Ruby needed), preview, deploy, roll back,
+    archive."""
 
 
 ca_bundle_option = click.option(
@@ -437,10 +438,37 @@ def site_build(opts: Opts, source: Path | None, out: Path, ca_bundle: Path | Non
     if source is None:
         source = site_mod.source_from_vars(opts.inventory)
     built = site_mod.build(source, out, ca_bundle=ca_bundle,
-                           hostnames=site_mod.known_hostnames(opts.inventory), log=opts.say)
-    pages = sum(1 for _ in out.rglob("*.html"))
-    click.echo(f"built {built.config.source} -> {out} ({pages} pages, baseurl "
-               f"{built.baseurl}, links ok) in {built.seconds:.1f} s")
+                           options=site_mod.build_options(opts.inventory), log=opts.say)
+    files = [p for p in out.rglob("*") if p.is_file()]
+    pages = sum(1 for p in files if p.suffix == ".html")
+    size = sum(p.stat().st_size for p in files)
+    phases = ", ".join(f"{k} {v:.1f} s" for k, v in built.phases.items())
+    click.echo(f"built {built.config.source} -> {out} ({pages} pages, {len(files)} files, "
+               f"{size / 1e6:.1f} MB, baseurl {built.baseurl}, links ok) in "
+               f"{built.seconds:.1f} s ({phases})")
+
+
+@site.command("serve")
+@site_source
+@click.option("--port", type=click.IntRange(0, 65535), default=4000, show_default=True,
+              help="Port on 127.0.0.1 (0: any free one).")
+@ca_bundle_option
+@common
+@pass_opts
+def site_serve(opts: Opts, source: Path | None, port: int, ca_bundle: Path | None) -> None:
+    """Preview SOURCE on 127.0.0.1 with the same build, rebuilt when a file changes."""
+    from ops import site as site_mod
+    from ops.site import serve
+
+    if source is None:
+        source = site_mod.source_from_vars(opts.inventory)
+    options = site_mod.build_options(opts.inventory)
+
+    def build(out: Path) -> Any:
+        return site_mod.build(source, out, ca_bundle=ca_bundle, options=options,
+                              log=opts.say)
+
+    serve.serve(source.resolve(), port=port, build=build, log=opts.say)
 
 
 @site.command("deploy")
@@ -492,9 +520,10 @@ def site_archive(opts: Opts, semester: str, source: Path | None, force: bool,
 
 
 def _site_table(results: list[Any]) -> None:
-    t = Table("host", "release", "result", "pruned", "seconds")
+    t = Table("host", "release", "result", "sent", "pruned", "seconds")
     for r in results:
-        t.add_row(r.host, r.release, r.action, str(len(r.pruned)), f"{r.seconds:.1f}")
+        sent = "-" if r.sent is None else f"{r.sent.bytes / 1e6:.2f} MB ({r.sent.files} files)"
+        t.add_row(r.host, r.release, r.action, sent, str(len(r.pruned)), f"{r.seconds:.1f}")
     out.print(t)
 
 

@@ -18,6 +18,11 @@ import yaml
 from ops.errors import InputError
 
 ACCOUNT_GROUPS = ("slurm_controller", "gpu_servers")
+#: libyaml's parser where PyYAML has it: the one Ansible and Jekyll (Psych) use, so a file
+#: they read is read here too (PyYAML's own scanner refuses a tab after a value).
+_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+#: At most this many nodes in a value once its aliases are expanded (see node_value).
+ALIAS_EXPANSION_LIMIT = 1_000_000
 #: Variables ops reads once for the whole course (the accounts, the course image's CUDA,
 #: the course QOS...): Ansible would apply a group's or a host's value to those hosts only,
 #: so a value set anywhere but the ``all`` level is an error naming its file and line.
@@ -108,22 +113,75 @@ def compose_yaml(path: Path, *, problem: str = "YAML syntax error",
     except UnicodeDecodeError:
         raise InputError(path, None, "not UTF-8 text") from None
     try:
-        return yaml.compose(text, Loader=yaml.SafeLoader)
+        return yaml.compose(text, Loader=_LOADER)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
+        lines = text.splitlines()
+        tab = line is not None and 0 < line <= len(lines) and "\t" in lines[line - 1]
         raise InputError(
             path,
             line,
             f"{problem}: {exc.problem}",
-            hint="fix the indentation or quoting there",
+            hint="YAML indents with spaces, not tabs: replace the tab on that line" if tab
+            else "fix the indentation or quoting there",
         ) from None
     except yaml.YAMLError as exc:  # e.g. a control character (ReaderError)
         raise InputError(path, None, f"not readable as YAML: {exc}") from None
 
 
-def _value(node: yaml.Node) -> Any:
-    return yaml.SafeLoader(yaml.serialize(node)).get_single_data()
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [x for pair in node.value for x in pair]
+    return []
+
+
+def expanded_size(node: yaml.Node, limit: int | None = None
+                  ) -> tuple[int, int, yaml.Node | None]:
+    """(nodes once every alias is expanded, distinct nodes, the innermost node holding more
+    than ``limit`` (ALIAS_EXPANSION_LIMIT) or None), counted without expanding anything:
+    each distinct node once."""
+    limit = ALIAS_EXPANSION_LIMIT if limit is None else limit
+    sizes: dict[int, int] = {}
+    first_over: yaml.Node | None = None
+    stack: list[tuple[yaml.Node, bool]] = [(node, False)]
+    while stack:
+        n, expanded = stack.pop()
+        if id(n) in sizes:
+            continue
+        kids = _children(n)
+        if not expanded:
+            stack.append((n, True))
+            stack.extend((k, False) for k in kids if id(k) not in sizes)
+            continue
+        sizes[id(n)] = 1 + sum(sizes[id(k)] for k in kids)
+        if first_over is None and sizes[id(n)] > limit:
+            first_over = n
+    return sizes[id(node)], len(sizes), first_over
+
+
+def check_expansion(node: yaml.Node, path: Path | None) -> None:
+    """Refuse, with the file and line, a value whose aliases expand it beyond
+    ALIAS_EXPANSION_LIMIT nodes (a "billion laughs"): the loader shares an aliased value, but
+    whatever walks or serialises it later (Ansible, Jinja, JSON, Liquid) expands it."""
+    total, distinct, where = expanded_size(node)
+    if where is not None and total > distinct:
+        raise InputError(
+            path or Path("<yaml>"),
+            where.start_mark.line + 1,
+            f"aliases expand this value to {total:.3g} values, more than "
+            f"{ALIAS_EXPANSION_LIMIT:,}",
+            hint="write the values out, or nest fewer aliases (*name) in one another",
+        )
+
+
+def node_value(node: yaml.Node, path: Path | None = None) -> Any:
+    """The Python value of a composed node (an empty value is None), its size checked first
+    (:func:`check_expansion`)."""
+    check_expansion(node, path)
+    return yaml.constructor.SafeConstructor().construct_document(node)
 
 
 def _values(path: Path, items: list[tuple[str, yaml.Node]],
@@ -133,7 +191,7 @@ def _values(path: Path, items: list[tuple[str, yaml.Node]],
     out: dict[str, Any] = {}
     for key, node in items:
         try:
-            out[key] = _value(node)
+            out[key] = node_value(node, path)
         except ValueError as exc:  # the timestamp constructor's "day is out of range"
             raise InputError(path, node.start_mark.line + 1,
                              f"{key}: {getattr(node, 'value', '')!r} is not a valid value ({exc})",

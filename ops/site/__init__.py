@@ -1,11 +1,15 @@
 """The course website: build (Jekyll in a local builder image), check, deploy, roll back.
 
 ``ops site build`` checks ``_config.yml`` and ``--out`` (never the source, the checkout or a
-directory no build made), runs ``jekyll build`` in the builder image (ops/site/builder.py)
-and then every internal link (ops/site/links.py). ``ops site deploy`` builds, then uploads a
-release to every ``web`` host and switches its ``previous`` and ``current`` links under the
-host's lock (ops/site/deploy.py); a build whose content hash equals the live release's is
-not uploaded ("up to date"). ``ops site rollback`` swaps ``current`` and ``previous``.
+directory no build made), resolves the theme (ops/site/themes.py) and the plugins
+(ops/site/plugins.py) and finds the semesters of the source (ops/site/source.py), all
+before Jekyll; runs ``jekyll build`` in the builder image (ops/site/builder.py), copies the
+static semesters in, and then checks every internal link and lists the external origins
+the pages load from (ops/site/links.py). ``ops site deploy`` builds, then rsyncs a release
+to every ``web`` host (only what changed is sent) and switches its ``previous`` and
+``current`` links under the host's lock (ops/site/deploy.py); a build whose content hash
+equals the live release's is not uploaded ("up to date"). ``ops site rollback`` swaps
+``current`` and ``previous``. ``ops site serve`` previews on 127.0.0.1 (ops/site/serve.py).
 ``ops provision`` builds first (:func:`prebuild`), before any host, and deploys that build
 after the machines phase. Settings come from the inventory's ``website_*`` variables, with
 role ``website``'s defaults (roles/website/defaults/main.yml) where unset.
@@ -19,7 +23,7 @@ import re
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +32,7 @@ import yaml
 from ops import REPO_ROOT
 from ops import inventory as inv_mod
 from ops.errors import InputError, OpsError, UsageError
-from ops.site import builder, deploy, links, releases, source
+from ops.site import builder, deploy, links, plugins, releases, source, themes
 
 _LOG = logging.getLogger(__name__)
 Log = Callable[[str], None]
@@ -39,12 +43,50 @@ ROOT_BAD = re.compile(r"[\s;{}]")
 
 
 @dataclass
+class Options:
+    """What the inventory says about building (the ``website_*`` variables)."""
+
+    #: website_hostname of every web host: links to them are internal (and checked)
+    hostnames: list[str] = field(default_factory=list)
+    #: website_theme_dir: a local copy of the site's theme
+    theme_dir: Path | None = None
+    #: website_skip_plugins: plugins the builder cannot have, built without
+    skip_plugins: list[str] = field(default_factory=list)
+    #: website_link_check_allow: URL prefixes whose broken links are accepted
+    link_allow: list[str] = field(default_factory=list)
+    #: website_csp: the Content-Security-Policy the web hosts send
+    csp: str | None = None
+    #: website_builder: "debian" (Debian's jekyll and plugin packages, no network) or
+    #: "bundler" (the site's Gemfile.lock from rubygems.org, where it is reachable)
+    builder: str = "debian"
+    #: variable -> where it is set ("file:line"), for messages
+    where: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Plan:
+    """What a build does besides Jekyll, decided before it runs (:func:`plan_build`)."""
+
+    config: source.SiteConfig
+    theme: themes.Theme | None
+    plugins: plugins.PluginPlan
+    semesters: list[source.Semester]
+    inputs: builder.JekyllInputs
+    #: what the build says about it, warnings first
+    said: list[str]
+
+
+@dataclass
 class Built:
     out: Path
     config: source.SiteConfig
     baseurl: str
     hash: str
     seconds: float
+    plan: Plan | None = None
+    report: links.Report | None = None
+    #: the build's phases: seconds of jekyll, the static copy, the link check, the hash
+    phases: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -56,6 +98,7 @@ class Settings:
     hosts: list[inv_mod.Host]
     #: website_hostname of every web host: links to them are internal (and checked)
     hostnames: list[str]
+    options: Options = field(default_factory=Options)
 
 
 @dataclass
@@ -65,33 +108,123 @@ class HostResult:
     action: str  # deployed | up to date | rolled back | archived
     pruned: list[str]
     seconds: float
+    #: what rsync sent (None: nothing was uploaded)
+    sent: deploy.Sent | None = None
+
+
+def plan_build(src: Path, options: Options | None = None, *,
+               semesters: bool = True) -> Plan:
+    """Everything decided before Jekyll runs: the config (with its warnings), the theme,
+    the plugins, the semesters (``semesters=False``: none, for an archive build). An
+    InputError names the config line of what cannot be built."""
+    opts = options or Options()
+    cfg = source.load(src)
+    said = [f"warning: {w}" for w in cfg.warnings]
+    bundler = opts.builder == "bundler"
+    if bundler:  # the site's own gems: its theme and plugins as GitHub Pages has them
+        theme, pplan = None, plugins.PluginPlan(load=[p.value for p in cfg.plugins])
+        said.append("theme and plugins: the site's Gemfile.lock (website_builder: bundler)")
+    else:
+        theme = themes.resolve(cfg, opts.theme_dir,
+                               f"website_theme_dir ({opts.where.get('website_theme_dir', '')})"
+                               .replace(" ()", ""))
+        pplan = plugins.plan(cfg, theme, opts.skip_plugins)
+    said += [f"warning: {w}" for w in pplan.warnings]
+    if theme is not None:
+        said.append(f"theme {theme.name} ({cfg.theme.key if cfg.theme else 'theme'}): "
+                    f"{theme.via}")
+    said += pplan.notes
+    if pplan.load:
+        said.append(f"plugins: {', '.join(pplan.load)}" + (
+            f" (the builder installs {' '.join(pplan.packages)})" if pplan.packages else ""))
+    sems = source.semesters(cfg.source, cfg.exclude)
+    static = [s for s in sems if s.static] if semesters else []
+    rendered = [s for s in sems if not s.static] if semesters else []
+    if static:
+        said.append(f"semesters copied as they are (static): {', '.join(s.id for s in static)}"
+                    f" ({sum(s.files for s in static)} files)")
+    if rendered:
+        said.append(f"semesters rendered from their sources: "
+                    f"{', '.join(s.id for s in rendered)}")
+    extra = [f"{source.SEMESTERS}/{s.id}" for s in (static if semesters else sems)]
+    inputs = builder.JekyllInputs(
+        theme=theme,
+        plugins=pplan.load if pplan.skipped else None,
+        exclude=[*cfg.exclude, *extra] if extra else None,
+        static=static,
+        time=None if cfg.time_set else source.site_time(source.snapshot(cfg.source)),
+        network=bundler)
+    return Plan(cfg, theme, pplan, static + rendered, inputs, said)
 
 
 def build(src: Path, out: Path, *, baseurl: str | None = None, ca_bundle: Path | None = None,
-          hostnames: list[str] | None = None, log: Log = _LOG.info) -> Built:
+          options: Options | None = None, semesters: bool = True,
+          log: Log = _LOG.info) -> Built:
     """Check the source, build it into ``out`` (emptied), check every internal link (those
-    to ``hostnames`` and to the host of the site's ``url`` included)."""
+    to the web hosts' names and to the host of the site's ``url`` included)."""
     from ops import lab
 
     started = time.monotonic()
-    cfg = source.load(src)
+    opts = options or Options()
+    plan = plan_build(src, opts, semesters=semesters)
+    cfg = plan.config
     base = baseurl or cfg.baseurl
     builder.check_out(cfg.source, out)  # before Docker: a wrong --out removes nothing
+    for line in plan.said:
+        log(line)
     client = lab._client()
-    image = builder.ensure_image(client, ca_bundle=ca_bundle, log=log)
+    if opts.builder == "bundler":
+        image = builder.ensure_bundle_image(client, cfg.source, ca_bundle=ca_bundle, log=log)
+    else:
+        image = builder.ensure_image(client, ca_bundle=ca_bundle,
+                                     site_packages=plan.plugins.packages, log=log)
     log(f"building {cfg.source} (baseurl {base})")
-    builder.run_jekyll(client, image, cfg.source, out, baseurl=base)
-    own = [*(hostnames or []), *([cfg.url_host] if cfg.url_host else [])]
-    problems = links.check(out, base, own_hosts=own, site_baseurl=cfg.baseurl)
-    if problems:
-        for p in problems:
+    phases: dict[str, float] = {}
+    t0 = time.monotonic()
+    builder.run_jekyll(client, image, cfg.source, out, baseurl=base, inputs=plan.inputs)
+    phases["jekyll + static copy"] = time.monotonic() - t0
+    t0 = time.monotonic()
+    report = check_links(out, base, cfg, opts, log=log)
+    phases["link check"] = time.monotonic() - t0
+    t0 = time.monotonic()
+    digest = releases.content_hash(out)
+    phases["content hash"] = time.monotonic() - t0
+    return Built(out, cfg, base, digest, time.monotonic() - started, plan, report, phases)
+
+
+def check_links(out: Path, base: str, cfg: source.SiteConfig, opts: Options, *,
+                log: Log = _LOG.info) -> links.Report:
+    """The link check of a build (an OpsError naming the first broken link, every one
+    logged), its allowed links counted and its external origins listed (and those
+    ``website_csp`` blocks, as warnings)."""
+    own = [*opts.hostnames, *([cfg.url_host] if cfg.url_host else [])]
+    report = links.scan(out, base, own_hosts=own, site_baseurl=cfg.baseurl,
+                        allow=opts.link_allow)
+    if report.problems:
+        for p in report.problems:
             log(f"broken link: {p}")
-        first = problems[0]
-        more = f" (and {len(problems) - 1} more, listed above)" if len(problems) > 1 else ""
+        first = report.problems[0]
+        more = (f" (and {len(report.problems) - 1} more, listed above)"
+                if len(report.problems) > 1 else "")
+        hint = (f"fix the link in {cfg.source}; every internal link goes through relative_url"
+                "; a link to accept as it is goes in website_link_check_allow")
+        if first.page.startswith(f"{source.SEMESTERS}/") and \
+                "/" in first.page[len(source.SEMESTERS) + 1:]:
+            sem = first.page.split("/")[1]
+            hint = (f"semester {sem} is copied as it is: it must have been built with baseurl "
+                    f"{cfg.baseurl}/{source.SEMESTERS}/{sem}; " + hint)
         raise OpsError(f"broken link on {first.page}: {first.link} ({first.reason}){more}",
-                       hint=f"fix the link in {cfg.source}; every internal link goes through "
-                       "relative_url")
-    return Built(out, cfg, base, releases.content_hash(out), time.monotonic() - started)
+                       hint=hint)
+    allowed = (f", {len(report.allowed)} broken but allowed (website_link_check_allow)"
+               if report.allowed else "")
+    log(f"links ok: {report.links} in {report.pages} pages and stylesheets{allowed}")
+    log(f"external origins the pages load from: {links.origins_line(report.origins)}")
+    if opts.csp:
+        where = opts.where.get("website_csp", "")
+        for d, origin, page in links.csp_blocked(opts.csp, report.origins):
+            log(f"warning: website_csp{f' ({where})' if where else ''} blocks {d} {origin} "
+                f"(loaded by {page}): add it to website_csp, or the page breaks in browsers")
+    return report
 
 
 def role_defaults() -> dict[str, Any]:
@@ -170,13 +303,77 @@ def settings(inventory_dir: Path, src: Path | None = None, keep: int | None = No
     baseurl = merged.get("website_baseurl")
     path, line = where("website_baseurl")
     source.check_baseurl(baseurl, path, line)
-    return Settings(Path(src), root.rstrip("/"), str(baseurl), raw_keep, hosts,
-                    _hostnames(hosts, defaults))
+    names = _hostnames(hosts, defaults)
+    return Settings(Path(src), root.rstrip("/"), str(baseurl), raw_keep, hosts, names,
+                    _options(inv.dir, merged, names))
+
+
+def _options(inventory_dir: Path, merged: dict[str, Any], hostnames: list[str]) -> Options:
+    """The build's ``website_*`` settings, checked (file:line)."""
+    where: dict[str, str] = {}
+
+    def at(key: str) -> tuple[Path, int | None]:
+        path, line = _var_line(inventory_dir, key)
+        where[key] = f"{path}:{line}" if line else str(path)
+        return path, line
+
+    def str_list(key: str) -> list[str]:
+        value = merged.get(key)
+        path, line = at(key)
+        if value is None or value == "":
+            return []
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise InputError(path, line, f"{key} must be a list of names, not {value!r}",
+                             hint=f"write {key}: [first, second]")
+        return list(value)
+
+    theme_dir = None
+    value = merged.get("website_theme_dir")
+    path, line = at("website_theme_dir")
+    if value:
+        if not isinstance(value, str) or "{{" in value:
+            raise InputError(path, line, f"website_theme_dir must be a directory, not {value!r}")
+        theme_dir = Path(value).expanduser()
+        if not theme_dir.is_absolute():
+            theme_dir = (inventory_dir / theme_dir).resolve()
+    csp = merged.get("website_csp")
+    path, line = at("website_csp")
+    if csp is not None and not isinstance(csp, str):
+        raise InputError(path, line, f"website_csp must be a policy string, not {csp!r}",
+                         hint="e.g. website_csp: \"default-src 'self'\"")
+    kind = merged.get("website_builder") or "debian"
+    path, line = at("website_builder")
+    if kind not in ("debian", "bundler"):
+        raise InputError(path, line, f"website_builder {kind!r} is neither debian nor bundler",
+                         hint="debian (the default, no network) or bundler (the site's "
+                         "Gemfile.lock; rubygems.org must be reachable)")
+    return Options(hostnames, theme_dir, str_list("website_skip_plugins"),
+                   str_list("website_link_check_allow"),
+                   " ".join(csp.split()) if csp else None, builder=str(kind), where=where)
+
+
+def build_options(inventory_dir: Path) -> Options:
+    """The build's settings from the inventory, where it has them: the web hosts' merged
+    ``website_*`` variables (else group_vars/all alone, else the role's defaults). Links to
+    the web hosts' names are checked by ``ops site build`` too."""
+    defaults = role_defaults()
+    try:
+        hosts = inv_mod.load(inventory_dir).hosts_in("web")
+    except (OpsError, OSError):
+        hosts = []
+    if hosts:
+        found = hosts[0].vars
+    else:
+        try:
+            found = inv_mod.load_vars_only(inventory_dir)
+        except (OpsError, OSError):
+            found = {}
+    merged = {**defaults, **{k: v for k, v in found.items() if k.startswith("website_")}}
+    return _options(inventory_dir.resolve(), merged, _hostnames(hosts, defaults))
 
 
 def known_hostnames(inventory_dir: Path) -> list[str]:
-    """The web hosts' website_hostname, if the inventory has web hosts (else none): links
-    to them are checked by ``ops site build`` too."""
+    """The web hosts' website_hostname, if the inventory has web hosts (else none)."""
     try:
         hosts = inv_mod.load(inventory_dir).hosts_in("web")
     except (OpsError, OSError):
@@ -229,16 +426,23 @@ def prebuild(inventory_dir: Path, out: Path, *, ca_bundle: Path | None = None,
     s = settings(inventory_dir)
     cfg = source.load(s.source)
     _check_same_baseurl(s, cfg, inv_mod.load(inventory_dir).dir)
-    return build(s.source, out, ca_bundle=ca_bundle, hostnames=s.hostnames, log=log)
+    return build(s.source, out, ca_bundle=ca_bundle, options=s.options, log=log)
+
+
+def _sent(sent: deploy.Sent | None) -> str:
+    if sent is None:
+        return "-"
+    return f"{sent.bytes / 1e6:.2f} MB, {sent.files} of {sent.total_files} files"
 
 
 def deploy_site(inventory_dir: Path, src: Path | None = None, *, keep: int | None = None,
                 force: bool = False, ca_bundle: Path | None = None,
                 prebuilt: Built | None = None,
                 log: Log = _LOG.info) -> tuple[Built, list[HostResult]]:
-    """Build (or take ``prebuilt``, from :func:`prebuild`), then on every web host: upload a
-    release, point ``previous`` at the live one and ``current`` at the new one, unless the
-    live release has the same content (``force`` uploads anyway); prune old releases."""
+    """Build (or take ``prebuilt``, from :func:`prebuild`), then on every web host: rsync a
+    release (only what changed is sent; the rest is hard-linked to the live release), point
+    ``previous`` at the live one and ``current`` at the new one, unless the live release
+    has the same content (``force`` uploads anyway); prune old releases."""
     s = settings(inventory_dir, src, keep)
     cfg = source.load(s.source)
     _check_same_baseurl(s, cfg, inv_mod.load(inventory_dir).dir)
@@ -252,27 +456,31 @@ def deploy_site(inventory_dir: Path, src: Path | None = None, *, keep: int | Non
         if prebuilt is None:
             tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="ops-site-"))
             built = build(s.source, Path(tmp) / "site", ca_bundle=ca_bundle,
-                          hostnames=s.hostnames, log=log)
+                          options=s.options, log=log)
         else:
             built = prebuilt
         name = releases.release_name(s.source)
         (built.out / releases.MARKER).write_text(f"name={name}\nhash={built.hash}\n")
-        data: bytes | None = None
+        ids = [sem.id for sem in built.plan.semesters] if built.plan else []
         for host in s.hosts:
             t0 = time.monotonic()
             st = deploy.state(host, s.root)
+            for sem in sorted(set(ids) & set(st.semesters)):
+                log(f"{host.name}: semester {sem} is served from its `ops site archive` copy "
+                    f"there, not from the source's {source.SEMESTERS}/{sem}/ (the archive "
+                    "wins)")
             if st.hash == built.hash and not force:
                 log(f"{host.name}: up to date (release {st.current})")
                 results.append(HostResult(host.name, st.current or "", "up to date", [],
                                           time.monotonic() - t0))
                 continue
-            if data is None:
-                data = deploy.tarball(built.out)
             prune = releases.to_prune([*st.releases, name], s.keep, name, st.current)
-            log(f"{host.name}: uploading release {name} ({len(data) // 1024} KiB)")
-            pruned = deploy.upload(host, s.root, name, data, st.current, prune)
+            log(f"{host.name}: sending release {name} (what differs from "
+                f"{st.current or 'nothing'})")
+            pruned, sent = deploy.upload(host, s.root, name, built.out, st.current, prune)
+            log(f"{host.name}: sent {_sent(sent)}; current -> {name}")
             results.append(HostResult(host.name, name, "deployed", pruned,
-                                      time.monotonic() - t0))
+                                      time.monotonic() - t0, sent))
     return built, results
 
 
@@ -307,17 +515,20 @@ def rollback(inventory_dir: Path, *, log: Log = _LOG.info) -> list[HostResult]:
 def archive(inventory_dir: Path, semester: str, src: Path | None = None, *,
             force: bool = False, ca_bundle: Path | None = None,
             log: Log = _LOG.info) -> list[HostResult]:
-    """Build the site with baseurl ``<baseurl>/semesters/<id>`` and publish it there. An
-    archived semester is replaced only with ``force`` (the old copy stays, not served)."""
+    """Build the site with baseurl ``<baseurl>/semesters/<id>`` (without the source's own
+    semesters) and publish it there. An archived semester is replaced only with ``force``
+    (the old copy stays, not served). It is served instead of a semester of the same id in
+    the source."""
     if not SEMESTER_RE.match(semester):
         raise UsageError(f"semester {semester!r} is not a plain name",
                          hint="use letters, digits, '.', '_' or '-' (e.g. 2026-winter)")
     s = settings(inventory_dir, src)
     cfg = source.load(s.source)
     _check_same_baseurl(s, cfg, inv_mod.load(inventory_dir).dir)
+    states = {host.name: deploy.state(host, s.root) for host in s.hosts}
     if not force:  # every host first: none is touched if one has it
         for host in s.hosts:
-            if semester in deploy.state(host, s.root).semesters:
+            if semester in states[host.name].semesters:
                 raise OpsError(f"{host.name}: semester {semester} is archived already",
                                hint="pass --force to replace it (the old copy is kept, "
                                "not served); nothing was changed")
@@ -325,12 +536,13 @@ def archive(inventory_dir: Path, semester: str, src: Path | None = None, *,
     results = []
     with tempfile.TemporaryDirectory(prefix="ops-site-") as tmp:
         built = build(s.source, Path(tmp) / "site", baseurl=base, ca_bundle=ca_bundle,
-                      hostnames=s.hostnames, log=log)
-        data = deploy.tarball(built.out)
+                      options=s.options, semesters=False, log=log)
         for host in s.hosts:
             t0 = time.monotonic()
-            said = deploy.archive(host, s.root, semester, built.hash[:12], data, force=force)
-            log(f"{host.name}: archived at {base}/" + (f" ({', '.join(said)})" if said else ""))
+            said, sent = deploy.archive(host, s.root, semester, built.hash[:12], built.out,
+                                        force=force, current=states[host.name].current)
+            log(f"{host.name}: archived at {base}/ (sent {_sent(sent)})"
+                + (f" ({', '.join(said)})" if said else ""))
             results.append(HostResult(host.name, semester, "archived", [],
-                                      time.monotonic() - t0))
+                                      time.monotonic() - t0, sent))
     return results

@@ -3,8 +3,13 @@
 The hosts are the inventory's ``web`` group (ops/inventory.py). Each host is reached with
 the ``ssh`` client, as Ansible reaches it (``ansible_host``/``_port``/``_user``, the private
 key and ``ansible_ssh_common_args`` of the inventory), with one small POSIX sh script per
-step; a release travels as one gzipped tar on the script's stdin. Nothing here configures
-the web server: role ``website`` does that (``ops provision``).
+step. A release travels by ``rsync`` over the same ssh (role ``website`` installs rsync on
+the web hosts; ``sudo -n`` on the far side for a user other than root): into a partial
+directory, with ``--link-dest`` to the live release and ``--checksum`` (Jekyll rewrites
+every file's mtime on each build), so only the files that changed are sent and every
+unchanged one is a hard link to the live release's: a release costs the disk of its
+changed files. Nothing of the site is held in memory. Nothing here configures the web
+server: role ``website`` does that (``ops provision``).
 
 On each host, below ``website_root``::
 
@@ -17,18 +22,20 @@ On each host, below ``website_root``::
 Links are switched with ``ln -s`` to a temporary name + ``mv -T`` (rename is atomic). A
 deploy sets ``previous`` to the release it replaces, then ``current`` to the new one, and
 prunes; a rollback swaps ``current`` and ``previous`` (a second rollback undoes the first).
-Every script holds ``$root/.lock``, and a deploy or rollback first checks that ``current``
-is still the release read before (another control machine may have switched it).
+Every script holds ``$root/.lock``, and so does the remote rsync (``flock`` is its
+``--rsync-path``); a deploy or rollback first checks that ``current`` is still the release
+read before (another control machine may have switched it), else its upload is removed.
 """
 
 from __future__ import annotations
 
-import io
 import logging
 import os
+import re
+import secrets
 import shlex
+import shutil
 import subprocess
-import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +47,8 @@ from ops.site.releases import BUILD_MARKER, MARKER, RELEASE_RE
 _LOG = logging.getLogger(__name__)
 Log = Callable[[str], None]
 SSH_TIMEOUT = 120
+#: an rsync of a release: a whole big site the first time
+RSYNC_TIMEOUT = 1800
 LOCK_WAIT = 60
 EXIT_LOCKED = 75  # another script holds the host's lock
 EXIT_MOVED = 76  # current is no longer the release read before
@@ -80,19 +89,19 @@ for s in "$root"/semesters/*; do if [ -L "$s" ]; then echo "semester=${s##*/}"; 
 exit 0
 """).replace("MARKER", MARKER)
 
-_UPLOAD = r"""set -eu
-umask 022
+#: Publishes the release rsync put in ``releases/.<name>.partial``: switches previous and
+#: current, prunes. Removes the upload if current moved meanwhile.
+_PUBLISH = r"""set -eu
 root=$1; name=$2; expect=$3; shift 3
 """ + _LOCK + _SWITCH_FN + r"""
+part="$root/releases/.$name.partial"
 cur=$(readlink "$root/current" 2>/dev/null || true); cur=${cur##*/}
 if [ "$cur" != "$expect" ]; then
+  rm -rf -- "$part"
   echo "current is ${cur:-nothing} now, not ${expect:-nothing} as read" >&2; exit EXIT_MOVED
 fi
 if [ -e "$root/releases/$name" ]; then echo "release $name exists already" >&2; exit 3; fi
-part="$root/releases/.$name.partial"
-rm -rf -- "$part"
-mkdir -- "$part"
-tar -xzf - -C "$part" --no-same-owner --no-same-permissions
+if [ ! -d "$part" ]; then echo "the upload of $name is not there" >&2; exit 3; fi
 chmod 0755 "$part"
 mv -T -- "$part" "$root/releases/$name"
 if [ -n "$cur" ] && [ -d "$root/releases/$cur" ]; then switch "$root/previous" "releases/$cur"; fi
@@ -124,33 +133,32 @@ echo "current=$prev"
 echo "previous=$cur"
 """.replace("EXIT_MOVED", str(EXIT_MOVED))
 
+#: Publishes the semester rsync put in ``semesters/<new>.partial``: ``semesters/<id>`` ->
+#: ``<new>``; the copy it replaced (only with force) is kept, older replaced ones go.
 _ARCHIVE = r"""set -eu
-umask 022
-root=$1; id=$2; tag=$3; force=$4
+root=$1; id=$2; new=$3; force=$4
 dir="$root/semesters"
-mkdir -p -- "$dir"
 """ + _LOCK + _SWITCH_FN + r"""
+part="$dir/$new.partial"
 old=""
 if [ -L "$dir/$id" ]; then
   old=$(readlink "$dir/$id")
 elif [ -e "$dir/$id" ]; then
+  rm -rf -- "$part"
   echo "$dir/$id is not a link course-ops made: move it away" >&2; exit 3
 fi
 if [ -n "$old" ] && [ "$force" != 1 ]; then
+  rm -rf -- "$part"
   echo "semester $id is archived already" >&2; exit EXIT_ARCHIVED
 fi
-new=$(mktemp -d "$dir/.$id~$tag.XXXXXXXX")
-part="$new.partial"
-mkdir -- "$part"
-tar -xzf - -C "$part" --no-same-owner --no-same-permissions
+if [ ! -d "$part" ]; then echo "the upload of $id is not there" >&2; exit 3; fi
 chmod 0755 "$part"
-rmdir -- "$new"
-mv -T -- "$part" "$new"
-switch "$dir/$id" "${new##*/}"
+mv -T -- "$part" "$dir/$new"
+switch "$dir/$id" "$new"
 # the copy just replaced stays (a dot directory: never served); older replaced ones go
 for d in "$dir/.$id~"*; do
   [ -d "$d" ] || continue
-  case "${d##*/}" in "${new##*/}"|"$old"|*.partial) continue ;; esac
+  case "${d##*/}" in "$new"|"$old"|*.partial) continue ;; esac
   rm -rf -- "$d"
   echo "removed=${d##*/}"
 done
@@ -168,8 +176,8 @@ class HostState:
     semesters: list[str] = field(default_factory=list)
 
 
-def ssh_argv(host: Host, script: str, *args: str) -> list[str]:
-    """``ssh`` to ``host`` as Ansible would, running ``sh -c SCRIPT sh ARGS...`` there."""
+def ssh_command(host: Host) -> list[str]:
+    """``ssh`` with the options Ansible would use for ``host`` (no destination)."""
     argv = ["ssh", "-p", str(host.port), "-o", "BatchMode=yes", "-o", "ConnectTimeout=15"]
     key = host.vars.get("ansible_ssh_private_key_file") or host.vars.get(
         "ansible_private_key_file")
@@ -177,10 +185,87 @@ def ssh_argv(host: Host, script: str, *args: str) -> list[str]:
         argv += ["-i", os.path.expanduser(str(key))]
     argv += shlex.split(str(host.vars.get("ansible_ssh_common_args", "")))
     argv += shlex.split(str(host.vars.get("ansible_ssh_extra_args", "")))
+    return argv
+
+
+def ssh_argv(host: Host, script: str, *args: str) -> list[str]:
+    """``ssh`` to ``host`` as Ansible would, running ``sh -c SCRIPT sh ARGS...`` there."""
     remote = ["sh", "-c", script, "sh", *args]
     if host.user != "root":
         remote = ["sudo", "-n", *remote]
-    return [*argv, f"{host.user}@{host.address}", "--", shlex.join(remote)]
+    return [*ssh_command(host), f"{host.user}@{host.address}", "--", shlex.join(remote)]
+
+
+#: what every upload is sent with: recursive, symlinks as symlinks, modes set (so that
+#: --link-dest finds unchanged files equal), compared by content
+RSYNC_FLAGS = ["--recursive", "--links", "--perms", "--chmod=D0755,F0644", "--checksum",
+               "--omit-dir-times", "--delete", "--stats", f"--exclude=/{BUILD_MARKER}"]
+
+
+def rsync_argv(host: Host, root: str, src: Path, dest: str, link_dests: list[str]) -> list[str]:
+    """``rsync`` of ``src``'s content into ``dest`` on ``host``, over ssh as Ansible would,
+    the remote rsync holding the host's lock (and run with sudo for a user other than
+    root)."""
+    remote = ["flock", "-E", str(EXIT_LOCKED), "-w", str(LOCK_WAIT), f"{root}/.lock", "rsync"]
+    if host.user != "root":
+        remote = ["sudo", "-n", *remote]
+    address = f"[{host.address}]" if ":" in host.address else host.address
+    return ["rsync", *RSYNC_FLAGS, *(f"--link-dest={d}" for d in link_dests),
+            "-e", shlex.join(ssh_command(host)), "--rsync-path", shlex.join(remote),
+            f"{src}/", f"{host.user}@{address}:{dest}/"]
+
+
+@dataclass
+class Sent:
+    """What an rsync sent (its --stats)."""
+
+    bytes: int = 0
+    files: int = 0
+    total_files: int = 0
+    total_bytes: int = 0
+
+
+_STAT = re.compile(r"^(?P<k>[A-Za-z ]+?):\s*(?P<v>[\d,.]+)", re.M)
+_REGULAR = re.compile(r"^Number of files:.*?\breg:\s*(?P<n>[\d,]+)", re.M)
+
+
+def parse_stats(out: str) -> Sent:
+    """rsync's --stats: bytes sent, regular files sent, regular files, their bytes."""
+    got = {m["k"].strip().lower(): int(float(m["v"].replace(",", "")))
+           for m in _STAT.finditer(out)}
+    reg = _REGULAR.search(out)
+    return Sent(got.get("total bytes sent", 0),
+                got.get("number of regular files transferred", 0),
+                int(reg["n"].replace(",", "")) if reg else got.get("number of files", 0),
+                got.get("total file size", 0))
+
+
+def _rsync(host: Host, root: str, src: Path, dest: str, link_dests: list[str], *,
+           what: str) -> Sent:
+    if shutil.which("rsync") is None:
+        raise OpsError("rsync is not installed here (deploys send only what changed with it)",
+                       hint="apt-get install rsync")
+    argv = rsync_argv(host, root, src, dest, link_dests)
+    _LOG.info("$ %s", shlex.join(argv))
+    try:
+        done = subprocess.run(argv, capture_output=True, timeout=RSYNC_TIMEOUT, check=False,
+                              stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise RemoteError(f"{host.name}: {what} did not finish in {RSYNC_TIMEOUT} s") from None
+    out = done.stdout.decode("utf-8", "replace")
+    err = done.stderr.decode("utf-8", "replace").strip().splitlines()
+    if done.returncode == EXIT_LOCKED:
+        raise RemoteError(f"another deploy is running on {host.name}",
+                          hint=f"nothing was changed there; run again when it is done "
+                          f"(it holds the lock for over {LOCK_WAIT} s)")
+    if done.returncode != 0:
+        last = err[-1] if err else f"exit {done.returncode}"
+        hint = ("is rsync installed there? (role website installs it: ops provision)"
+                if "command not found" in " ".join(err) or done.returncode == 127 else
+                "is the host up and the inventory's SSH settings right?"
+                if done.returncode == 255 else "run with -v to see the command")
+        raise RemoteError(f"{host.name}: {what} failed: {last}", hint=hint)
+    return parse_stats(out)
 
 
 def _ssh(host: Host, script: str, *args: str, stdin: bytes | None = None,
@@ -235,35 +320,23 @@ def state(host: Host, root: str) -> HostState:
                      sorted(got.get("semester", [])))
 
 
-def tarball(out: Path) -> bytes:
-    """The built site as gzipped tar (the build directory's marker left out)."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=6) as tar:
-        for path in sorted(out.rglob("*")):
-            rel = path.relative_to(out).as_posix()
-            if rel == BUILD_MARKER:
-                continue
-            tar.add(path, arcname=rel, recursive=False, filter=_reset_owner)
-    return buf.getvalue()
-
-
-def _reset_owner(info: tarfile.TarInfo) -> tarfile.TarInfo:
-    info.uid = info.gid = 0
-    info.uname = info.gname = "root"
-    return info
-
-
-def upload(host: Host, root: str, name: str, data: bytes, expect: str | None,
-           prune: list[str]) -> list[str]:
-    """Under the host's lock, if ``current`` is still ``expect``: unpack the release, point
-    ``previous`` at ``expect`` and ``current`` at it, remove ``prune`` (never the two
-    linked ones). The names pruned."""
-    got = _ssh(host, _UPLOAD, root, name, expect or "", *prune, stdin=data,
+def upload(host: Host, root: str, name: str, out: Path, expect: str | None,
+           prune: list[str]) -> tuple[list[str], Sent]:
+    """rsync ``out`` into a partial release, hard-linking what ``expect`` (the live release)
+    holds already; then, under the host's lock, if ``current`` is still ``expect``: publish
+    it, point ``previous`` at ``expect`` and ``current`` at it, remove ``prune`` (never the
+    two linked ones). The names pruned and what was sent."""
+    if not RELEASE_RE.match(name):
+        raise ValueError(f"not a release name: {name}")
+    links = [f"{root}/releases/{expect}"] if expect else []
+    sent = _rsync(host, root, out, f"{root}/releases/.{name}.partial", links,
+                  what=f"uploading release {name}")
+    got = _ssh(host, _PUBLISH, root, name, expect or "", *prune,
                what=f"uploading release {name}")
     if (got.get("current") or [""])[0] != name:
         raise RemoteError(f"{host.name}: current does not point at {name} after the switch",
                           hint="run with -v and look at the host's releases")
-    return got.get("pruned", [])
+    return got.get("pruned", []), sent
 
 
 def rollback(host: Host, root: str, expect: str) -> str:
@@ -273,10 +346,18 @@ def rollback(host: Host, root: str, expect: str) -> str:
     return (got.get("current") or [""])[0]
 
 
-def archive(host: Host, root: str, semester: str, tag: str, data: bytes, *,
-            force: bool = False) -> list[str]:
-    """Unpack into a new dot directory, switch ``semesters/<id>`` to it; the copy it replaced
-    (only with ``force``) is kept. Returns what was said (``kept=``, ``removed=``)."""
-    got = _ssh(host, _ARCHIVE, root, semester, tag, "1" if force else "0", stdin=data,
+def archive(host: Host, root: str, semester: str, tag: str, out: Path, *,
+            force: bool = False, current: str | None = None) -> tuple[list[str], Sent]:
+    """rsync ``out`` into a new dot directory (hard-linking what the live release and the
+    semester's archived copy hold already), then switch ``semesters/<id>`` to it; the copy
+    it replaced (only with ``force``) is kept. Returns what was said (``kept=``,
+    ``removed=``) and what was sent."""
+    new = f".{semester}~{tag}.{secrets.token_hex(4)}"
+    links = [f"{root}/semesters/{semester}/"]
+    if current:
+        links.append(f"{root}/releases/{current}")
+    sent = _rsync(host, root, out, f"{root}/semesters/{new}.partial", links,
+                  what=f"archiving {semester}")
+    got = _ssh(host, _ARCHIVE, root, semester, new, "1" if force else "0",
                what=f"archiving {semester}")
-    return [f"{k}={v}" for k in ("kept", "removed") for v in got.get(k, [])]
+    return [f"{k}={v}" for k in ("kept", "removed") for v in got.get(k, [])], sent

@@ -61,8 +61,12 @@ def content_hash(out: Path) -> str:
         if rel in (MARKER, BUILD_MARKER):
             continue
         digest.update(rel.encode() + b"\0")
-        digest.update(b"->" + str(path.readlink()).encode() if path.is_symlink()
-                      else path.read_bytes())
+        if path.is_symlink():
+            digest.update(b"->" + str(path.readlink()).encode())
+        else:
+            with path.open("rb") as f:  # in chunks: memory does not grow with a file
+                while chunk := f.read(1 << 20):
+                    digest.update(chunk)
         digest.update(b"\0")
     return digest.hexdigest()
 
@@ -78,5 +82,5 @@ def to_prune(releases: list[str], keep: int, current: str | None,
     protected = {r for r in (current, previous) if r in ours}
     others = [r for r in ours if r not in protected]
     room = max(keep - len(protected), 0)
-    kept = set(others[len(others) - room:]) if room else set()
+    kept = set(others[max(len(others) - room, 0):]) if room else set()
     return [r for r in others if r not in kept]

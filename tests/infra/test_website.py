@@ -2,8 +2,9 @@
 
 `ops verify website` runs this against the inventory's `web` group. What the site must say
 comes from the inventory (website_* variables, role website's defaults where unset) and
-from the site source it names (`_config.yml`: title, baseurl; `_data/authors.yml`: staff).
-Requests are made on the web host itself, to its own nginx.
+from the site source it names (`_config.yml`: title, baseurl; `_data/authors.yml`: staff,
+a list or a mapping of people; `semesters/<id>/`: its previous semesters). Requests are made
+on the web host itself, to its own nginx.
 """
 
 from __future__ import annotations
@@ -32,6 +33,10 @@ class Site:
     root: str
     keep: int
     key: str
+    #: website_csp, its whitespace collapsed as the role sends it
+    csp: str
+    #: the semesters of the source (semesters/<id>/ with an index page)
+    semesters: list[str]
 
 
 def _site(config: pytest.Config) -> Site:
@@ -54,8 +59,11 @@ def _site(config: pytest.Config) -> Site:
                                                            str(merged["website_source"])))
     except OpsError as exc:
         raise pytest.UsageError(str(exc)) from None
+    semesters = [sem.id for sem in site_mod.source.semesters(cfg.source, cfg.exclude)
+                 if (sem.path / "index.html").is_file() or (sem.path / "index.md").is_file()]
     site = Site(cfg.title, cfg.baseurl, cfg.staff, str(merged["website_root"]).rstrip("/"),
-                int(merged["website_keep_releases"]), str(merged["website_tls_certificate_key"]))
+                int(merged["website_keep_releases"]), str(merged["website_tls_certificate_key"]),
+                " ".join(str(merged["website_csp"]).split()), semesters)
     config._ops_site = site  # type: ignore[attr-defined]
     return site
 
@@ -64,6 +72,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "staff_name" in metafunc.fixturenames:
         names = _site(metafunc.config).staff
         metafunc.parametrize("staff_name", names, ids=names)
+    if "semester" in metafunc.fixturenames:
+        ids = _site(metafunc.config).semesters
+        metafunc.parametrize("semester", ids, ids=ids)
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +105,11 @@ def get(host, url: str) -> Response:  # noqa: ANN001
 
 def test_nginx_is_installed(host) -> None:  # noqa: ANN001
     assert host.package("nginx").is_installed
+
+
+def test_rsync_is_installed(host) -> None:  # noqa: ANN001
+    # `ops site deploy` sends every release with it (only what changed)
+    assert host.package("rsync").is_installed
 
 
 def test_nginx_is_running_and_enabled(host) -> None:  # noqa: ANN001
@@ -157,6 +173,22 @@ def test_security_header_is_sent(host, site: Site, kind: str, header: str) -> No
     r = get(host, url)
     assert r.status == status
     assert header in r.headers
+
+
+def test_the_content_security_policy_is_website_csp(host, site: Site) -> None:  # noqa: ANN001
+    h = get(host, f"https://localhost{site.baseurl}/info/").headers
+    assert h.get("content-security-policy") == site.csp
+
+
+def test_a_semester_of_the_source_is_served(host, site: Site, semester: str) -> None:  # noqa: ANN001
+    # from the archive `ops site archive` made, when there is one of that id (it wins),
+    # else from the release's own semesters/<id>/
+    archived = host.file(f"{site.root}/semesters/{semester}/index.html")
+    served_from = archived if archived.exists else \
+        host.file(f"{site.root}/current/semesters/{semester}/index.html")
+    r = get(host, f"https://localhost{site.baseurl}/semesters/{semester}/")
+    assert r.status == 200
+    assert r.body == served_from.content_string
 
 
 def test_frames_are_refused(host, site: Site) -> None:  # noqa: ANN001

@@ -105,3 +105,60 @@ def test_a_control_character_and_a_bad_port(tmp_path: Path) -> None:
     (tmp_path / "hosts.yml").write_text("all:\n  hosts:\n    ctl: {ansible_port: ssh}\n")
     with pytest.raises(InputError, match="ansible_port 'ssh' is not a port number"):
         inventory.load(tmp_path)
+
+
+def test_empty_values_comments_tabs_and_anchors_load(tmp_path: Path) -> None:
+    # an empty value (with a comment after it) crashed the reader; libyaml, as Ansible and
+    # Jekyll read YAML, takes a tab after a value
+    make(tmp_path, group_vars={"all.yml": (
+        "accounts_roster: r.csv\n"
+        "website_source:   # set per course\n"
+        "course_code:\tcs236781\t# a tab before the value and the comment\n"
+        "base: &base {shell: /bin/bash, groups: [course]}\n"
+        "student_defaults: *base\n"
+        "empty_list:\n  -\n")})
+    v = inventory.load(tmp_path).vars
+    assert v["website_source"] is None and v["course_code"] == "cs236781"
+    assert v["student_defaults"] == {"shell": "/bin/bash", "groups": ["course"]}
+    assert v["empty_list"] == [None]
+
+
+def test_a_tab_indenting_names_the_line_and_says_so(tmp_path: Path) -> None:
+    make(tmp_path, group_vars={"all.yml": "accounts_roster: r.csv\nlist:\n\t- a\n"})
+    with pytest.raises(InputError) as e:
+        inventory.load(tmp_path)
+    assert e.value.line == 3 and "not tabs" in str(e.value)
+
+
+def test_aliases_that_expand_beyond_the_bound_are_refused_quickly(tmp_path: Path) -> None:
+    import time
+
+    laughs = "accounts_roster: r.csv\nlol0: &l0 [" + ", ".join(["lol"] * 9) + "]\n"
+    for i in range(1, 10):  # 9**10 values once expanded
+        laughs += f"lol{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 9) + "]\n"
+    make(tmp_path, group_vars={"all.yml": laughs})
+    started = time.monotonic()
+    with pytest.raises(InputError) as e:
+        inventory.load(tmp_path)
+    assert time.monotonic() - started < 2
+    # lol6 is the first to hold more than a million (9**7 + ... nodes)
+    assert e.value.path.endswith("all.yml") and e.value.line == 8
+    assert "aliases expand this value" in str(e.value)
+
+
+def test_a_big_file_without_aliases_is_not_refused(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    # the bound is about aliases: a document is never refused for its own size
+    monkeypatch.setattr(inventory, "ALIAS_EXPANSION_LIMIT", 1000)
+    big = _write(tmp_path / "big.yml", "[" + ", ".join(["1"] * 1100) + "]\n")
+    assert len(inventory.node_value(inventory.compose_yaml(big), big)) == 1100
+    laughs = _write(tmp_path / "laughs.yml", "a: &a [" + ", ".join(["1"] * 40) + "]\n"
+                    "b: [" + ", ".join(["*a"] * 40) + "]\n")
+    with pytest.raises(InputError) as e:
+        inventory.node_value(inventory.compose_yaml(laughs), laughs)
+    assert e.value.line == 2
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path

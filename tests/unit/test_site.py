@@ -195,12 +195,17 @@ def test_config_yaml_error_before_jekyll(tmp_path: Path) -> None:
     assert e.value.line == 3 and "not valid YAML" in str(e.value)
 
 
-def test_staff_without_a_name(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("text", "names"), [
+    ("- name: A\n- role: TA\n- name: B\n", ["A", "B"]),  # a list of people
+    # a mapping of people (Minimal Mistakes): the key when there is no name
+    ("chaim:\n  name: Chaim B\n  bio: x\nnoa:\n  bio: y\n", ["Chaim B", "noa"]),
+    ("title: Staff\n", []),  # another shape: the site's business, nobody named
+    ("", []),
+])
+def test_staff_from_a_list_or_a_mapping(tmp_path: Path, text: str, names: list[str]) -> None:
     (tmp_path / "_data").mkdir()
-    (tmp_path / "_data" / "authors.yml").write_text("- name: A\n- role: TA\n")
-    with pytest.raises(InputError) as e:
-        source.staff_names(tmp_path)
-    assert e.value.line == 2
+    (tmp_path / "_data" / "authors.yml").write_text(text)
+    assert source.staff_names(tmp_path) == names
 
 
 # ---------------------------------------------------------------- releases
@@ -267,6 +272,12 @@ def test_prune_with_both_links_old_keeps_them_and_the_newest_others() -> None:
     assert releases.to_prune(R, 2, R[2], R[4]) == [R[0], R[1], R[3], R[5], R[6]]
 
 
+def test_prune_removes_nothing_while_fewer_than_keep() -> None:
+    # keep 5 of 4: nothing goes (a negative slice once pruned the oldest)
+    assert releases.to_prune(R[:4], 5, R[3], R[2]) == []
+    assert releases.to_prune(R[:5], 5, R[4], R[3]) == []
+
+
 def test_prune_ignores_foreign_names_and_refuses_keep_below_two() -> None:
     assert releases.to_prune([*R, "backup", ".x.partial"], 6, R[-1], R[-2]) == R[:1]
     with pytest.raises(ValueError):
@@ -313,16 +324,35 @@ def test_ssh_argv_is_argv_and_uses_sudo_for_non_root() -> None:
     assert argv[-1] == "sudo -n sh -c 'echo $1' sh '/srv/x y'"
 
 
-def test_tarball_roundtrip(tmp_path: Path) -> None:
-    import io
-    import tarfile
+def test_rsync_argv_links_to_the_live_release_holds_the_lock_and_uses_sudo() -> None:
+    from ops.inventory import Host
 
-    (tmp_path / "d").mkdir()
-    (tmp_path / "d" / "f.html").write_text("hi")
-    data = deploy.tarball(tmp_path)
-    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-        assert sorted(tar.getnames()) == ["d", "d/f.html"]
-        assert all(m.uid == 0 for m in tar.getmembers())
+    h = Host("web1", ["all", "web"], {"ansible_host": "10.0.0.5", "ansible_port": 2222,
+                                       "ansible_user": "admin",
+                                       "ansible_ssh_private_key_file": "/k"})
+    argv = deploy.rsync_argv(h, "/srv/w", Path("/tmp/out"), "/srv/w/releases/.r.partial",
+                             ["/srv/w/releases/r0"])
+    assert argv[0] == "rsync" and "--checksum" in argv and "--link-dest=/srv/w/releases/r0" \
+        in argv
+    assert "--chmod=D0755,F0644" in argv and "--delete" in argv and "--stats" in argv
+    assert f"--exclude=/{releases.BUILD_MARKER}" in argv
+    e = argv[argv.index("-e") + 1]
+    assert e.startswith("ssh -p 2222 -o BatchMode=yes") and "-i /k" in e
+    assert argv[argv.index("--rsync-path") + 1] == \
+        f"sudo -n flock -E {deploy.EXIT_LOCKED} -w 60 /srv/w/.lock rsync"
+    assert argv[-2:] == ["/tmp/out/", "admin@10.0.0.5:/srv/w/releases/.r.partial/"]
+    root = Host("web2", ["all", "web"], {"ansible_host": "::1"})
+    argv = deploy.rsync_argv(root, "/srv/w", Path("/o"), "/srv/w/x", [])
+    assert argv[argv.index("--rsync-path") + 1].startswith("flock ")
+    assert argv[-1] == "root@[::1]:/srv/w/x/" and not any("link-dest" in a for a in argv)
+
+
+def test_rsync_stats_are_parsed() -> None:
+    out = ("Number of files: 3,012 (reg: 2,950, dir: 62)\n"
+           "Number of regular files transferred: 2\n"
+           "Total file size: 314,572,800 bytes\n"
+           "Total bytes sent: 231,404\n")
+    assert deploy.parse_stats(out) == deploy.Sent(231404, 2, 2950, 314572800)
 
 
 # ---------------------------------------------------------------- inventory settings
@@ -461,14 +491,14 @@ def test_out_new_empty_or_marked_is_emptied_and_marked(tmp_path: Path) -> None:
     assert builder.prepare_out(EXAMPLE, tmp_path / "empty").is_dir()
 
 
-def test_the_build_marker_is_not_uploaded(tmp_path: Path) -> None:
-    import io
-    import tarfile
-
-    (tmp_path / releases.BUILD_MARKER).write_text("x")
-    (tmp_path / "index.html").write_text("hi")
-    with tarfile.open(fileobj=io.BytesIO(deploy.tarball(tmp_path))) as tar:
-        assert tar.getnames() == ["index.html"]
+def test_the_build_marker_is_not_uploaded(local_host, tmp_path: Path) -> None:  # noqa: ANN001
+    host, root = local_host
+    out = tmp_path / "build"
+    out.mkdir()
+    (out / releases.BUILD_MARKER).write_text("x")
+    (out / "index.html").write_text("hi")
+    deploy.upload(host, str(root), R[0], out, None, [])
+    assert sorted(p.name for p in (root / "current").iterdir()) == ["index.html"]
 
 
 def test_cli_build_into_the_source_is_one_line_and_removes_nothing(tmp_path: Path) -> None:
@@ -496,21 +526,34 @@ def local_host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
     def local_argv(host: Host, script: str, *args: str) -> list[str]:
         return ["sh", "-c", script.replace("flock -w 60", "flock -w 1"), "sh", *args]
 
+    remote_rsync = deploy.rsync_argv
+
+    def local_rsync(host: Host, root: str, src: Path, dest: str, link_dests: list[str]
+                    ) -> list[str]:
+        argv = remote_rsync(host, root, src, dest, link_dests)
+        e = argv.index("-e")  # the same flags, to a local directory, under the lock
+        return ["flock", "-E", str(deploy.EXIT_LOCKED), "-w", "1", f"{root}/.lock",
+                *argv[:e], f"{src}/", f"{dest}/"]
+
     monkeypatch.setattr(deploy, "ssh_argv", local_argv)
+    monkeypatch.setattr(deploy, "rsync_argv", local_rsync)
     return Host("w1", ["all", "web"], {"ansible_host": "127.0.0.1"}), root
 
 
-def _built(tmp_path: Path, text: str) -> bytes:
+def _built(tmp_path: Path, text: str, files: dict[str, bytes] | None = None) -> Path:
     d = tmp_path / f"build-{text}"
-    d.mkdir()
+    d.mkdir(exist_ok=True)
     (d / "index.html").write_text(text)
-    return deploy.tarball(d)
+    for rel, data in (files or {}).items():
+        (d / rel).parent.mkdir(parents=True, exist_ok=True)
+        (d / rel).write_bytes(data)
+    return d
 
 
 def _deploy(host, root: Path, name: str, tmp_path: Path, keep: int = 5) -> list[str]:  # noqa: ANN001
     st = deploy.state(host, str(root))
     prune = releases.to_prune([*st.releases, name], keep, name, st.current)
-    return deploy.upload(host, str(root), name, _built(tmp_path, name), st.current, prune)
+    return deploy.upload(host, str(root), name, _built(tmp_path, name), st.current, prune)[0]
 
 
 def test_deploy_sets_previous_and_rollback_swaps(local_host, tmp_path: Path) -> None:  # noqa: ANN001
@@ -528,6 +571,37 @@ def test_deploy_sets_previous_and_rollback_swaps(local_host, tmp_path: Path) -> 
     st = deploy.state(host, str(root))
     assert (st.current, st.previous) == (R[3], R[1])
     assert deploy.rollback(host, str(root), R[3]) == R[1]
+
+
+def test_a_release_sends_what_changed_and_hard_links_the_rest(local_host,  # noqa: ANN001
+                                                             tmp_path: Path) -> None:
+    import time
+
+    host, root = local_host
+    big = os.urandom(2_000_000)
+    one = _built(tmp_path, "one", {"assets/big.pdf": big, "a/page.html": b"old"})
+    _, sent = deploy.upload(host, str(root), R[0], one, None, [])
+    assert sent.bytes > len(big)  # the first release is sent whole
+    time.sleep(1.1)  # a new build writes every file again: other mtimes, same bytes
+    two = _built(tmp_path, "two", {"assets/big.pdf": big, "a/page.html": b"new"})
+    os.utime(two / "assets" / "big.pdf")
+    _, sent = deploy.upload(host, str(root), R[1], two, R[0], [])
+    assert sent.files == 2 and sent.bytes < 50_000  # index.html and a/page.html only
+    old, new = root / "releases" / R[0], root / "releases" / R[1]
+    assert (new / "assets/big.pdf").stat().st_ino == (old / "assets/big.pdf").stat().st_ino
+    assert (new / "a/page.html").read_bytes() == b"new"
+    assert (old / "a/page.html").read_bytes() == b"old"  # the live release is never touched
+    assert (new / "a/page.html").stat().st_mode & 0o777 == 0o644
+    assert (new / "a").stat().st_mode & 0o777 == 0o755 and new.stat().st_mode & 0o777 == 0o755
+
+
+def test_an_upload_whose_current_moved_is_removed(local_host, tmp_path: Path) -> None:  # noqa: ANN001
+    host, root = local_host
+    _deploy(host, root, R[0], tmp_path)
+    _deploy(host, root, R[1], tmp_path)
+    with pytest.raises(RemoteError):
+        deploy.upload(host, str(root), R[2], _built(tmp_path, "x"), R[0], [])
+    assert sorted(p.name for p in (root / "releases").iterdir()) == R[:2]
 
 
 def test_prune_on_the_host_keeps_current_previous_and_the_newest(local_host,  # noqa: ANN001
@@ -604,8 +678,8 @@ def test_archive_refuses_to_replace_unless_forced_and_keeps_the_old(local_host, 
     with pytest.raises(OpsError) as e:
         deploy.archive(host, str(root), "2026", "aaaa", _built(tmp_path, "two"))
     assert "archived already" in str(e.value) and "--force" in str(e.value)
-    said = deploy.archive(host, str(root), "2026", "aaaa", _built(tmp_path, "three"),
-                          force=True)  # the same tag again: a new directory all the same
+    said, _ = deploy.archive(host, str(root), "2026", "aaaa", _built(tmp_path, "three"),
+                             force=True)  # the same tag again: a new directory all the same
     assert (sem / "2026" / "index.html").read_text() == "three"
     assert said == [f"kept={first}"] and (sem / first / "index.html").read_text() == "one"
     second = os.readlink(sem / "2026")
@@ -614,6 +688,7 @@ def test_archive_refuses_to_replace_unless_forced_and_keeps_the_old(local_host, 
     assert first not in names and second in names  # only the one just replaced is kept
     assert (sem / "2026-winter" / "index.html").read_text() == "other"  # another id untouched
     assert deploy.state(host, str(root)).semesters == ["2026", "2026-winter"]
+    assert not [p for p in sem.iterdir() if p.name.endswith(".partial")]
 
 
 # ---------------------------------------------------------------- links: own host, archives, CSS
@@ -822,3 +897,27 @@ def test_known_hostnames_without_an_inventory_is_none(tmp_path: Path) -> None:
 
     assert known_hostnames(tmp_path / "nothing") == []
     assert known_hostnames(_inventory(tmp_path, "website_hostname: c.example\n")) == ["c.example"]
+
+
+def test_nginx_sends_a_semester_to_its_archive_or_the_release() -> None:
+    import re
+
+    import jinja2
+
+    text = (REPO_ROOT / "roles/website/templates/course-website.conf.j2").read_text()
+    conf = jinja2.Template(text).render(ansible_managed="x", website_asset_max_age=1,
+                                        website_default_server=True, website_hostname="h",
+                                        website_tls_certificate="c", website_tls_protocols="p",
+                                        website_tls_certificate_key="k", website_gzip=True,
+                                        website_baseurl="/cs.1", website_root="/srv/w")
+    block = conf.split("location ^~ /cs.1/semesters/ {", 1)[1]
+    assert block.split("\n", 3)[2].strip() == "alias /srv/w/current/semesters/;"
+    pattern = re.search(r"location ~ (\^\S+) \{", block)
+    assert pattern is not None
+    rx = re.compile(pattern[1].replace("(?<", "(?P<"))  # PCRE's named groups, in Python's
+    m = rx.match("/cs.1/semesters/2024-winter/lectures/l1/")
+    assert m and (m["course_website_semester"], m["course_website_rest"]) == \
+        ("2024-winter", "/lectures/l1/")
+    assert rx.match("/csx1/semesters/2024/") is None  # the baseurl's dot is literal
+    assert "if (-d /srv/w/semesters/$course_website_semester)" in block
+    assert block.index("location ~ /\\.") < block.index("location ~ ^")  # dot paths first

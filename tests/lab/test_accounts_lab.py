@@ -163,7 +163,8 @@ def test_roster_edits_are_planned_exactly(lab_inventory: Path, tmp_path: Path) -
     for h in NODES:
         want |= {(h, "add", "group", new_single), (h, "add", "group", joiner_group),
                  (h, "add", "group", u_join), (h, "add", "user", u_join),
-                 (h, "change", "user", u_split), (h, "lock", "user", u_drop)}
+                 (h, "change", "user", u_split), (h, "lock", "user", u_drop),
+                 (h, "add", "subid", u_join)}  # the leaver keeps hers: locked, not gone
     want |= {("ctl", "add", "dir", f"/home/pairs/{new_single}"),
              ("ctl", "add", "dir", f"/home/pairs/{joiner_group}"),
              ("ctl", "add", "dir", f"/home/{u_join}"),

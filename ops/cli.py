@@ -527,6 +527,33 @@ def _site_table(results: list[Any]) -> None:
     out.print(t)
 
 
+# ---------------------------------------------------------------- hub
+@cli.group()
+def hub() -> None:
+    """The course's JupyterHub: servers as Slurm jobs in the course image."""
+
+
+@hub.command("status")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@common
+@pass_opts
+def hub_status(opts: Opts, fmt: str) -> None:
+    """The hub's URL and each running server: student, pair, job, node, profile, times."""
+    from ops import hub as hub_mod
+
+    url, found = hub_mod.status(opts.inventory)
+    if fmt == "json":
+        click.echo(hub_mod.as_json(url, found))
+        return
+    out.print(f"hub: {url}")
+    t = Table("student", "pair", "job", "node", "state", "profile", "started", "last activity")
+    for s in found:
+        t.add_row(s.student, s.pair, s.job, s.node, s.state, s.profile, s.started[:19],
+                  s.last_activity[:19])
+    out.print(t)
+    out.print(f"{len(found)} server(s)")
+
+
 # ---------------------------------------------------------------- verify / provision
 @cli.command("verify")
 @click.argument("area", required=False)
@@ -550,7 +577,7 @@ def verify_cmd(
 ) -> None:
     """Run the testinfra specs of AREA (default: every area) and summarise per host.
 
-    AREA is one of: accounts, common, gpu, gpu_servers, slurm, images, website."""
+    AREA is one of: accounts, common, gpu, gpu_servers, slurm, images, website, hub."""
     _verify(opts, area, hosts, junit, roster, expect_gpus)
 
 

@@ -24,7 +24,11 @@ SPEC_GROUPS: dict[str, tuple[str, ...]] = {
     "registry": ("registry",),
     "images": ("gpu_servers",),
     "website": ("web",),
+    "hub": ("hub",),
 }
+#: a spec's group that may be empty, and the group that stands in for it (the hub runs on
+#: the slurm_controller unless the inventory has a hub group)
+FALLBACK_GROUPS = {"hub": "slurm_controller"}
 #: area (what `ops verify AREA` takes) -> its specs
 AREAS: dict[str, tuple[str, ...]] = {
     "accounts": ("accounts",),
@@ -34,6 +38,7 @@ AREAS: dict[str, tuple[str, ...]] = {
     "slurm": ("slurm", "slurm_accounting"),
     "images": ("registry", "images"),
     "website": ("website",),
+    "hub": ("hub",),
 }
 
 
@@ -62,7 +67,8 @@ def targets(inventory_dir: Path, areas: list[str]) -> str:
     inv = inv_mod.load(inventory_dir)
     groups: list[str] = []
     for a in areas:
-        groups += [g for g in SPEC_GROUPS[a] if g not in groups and inv.groups.get(g)]
+        wanted = [g if inv.groups.get(g) else FALLBACK_GROUPS.get(g, g) for g in SPEC_GROUPS[a]]
+        groups += [g for g in wanted if g not in groups and inv.groups.get(g)]
     if not groups:
         raise UsageError(
             f"{inv.hosts_file}: no host in {', '.join(SPEC_GROUPS[areas[0]])}",

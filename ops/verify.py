@@ -24,6 +24,7 @@ SPEC_GROUPS: dict[str, tuple[str, ...]] = {
     "registry": ("registry",),
     "images": ("gpu_servers",),
     "website": ("web",),
+    "student_env": ("gpu_servers", "slurm_controller"),
 }
 #: area (what `ops verify AREA` takes) -> its specs
 AREAS: dict[str, tuple[str, ...]] = {
@@ -34,6 +35,7 @@ AREAS: dict[str, tuple[str, ...]] = {
     "slurm": ("slurm", "slurm_accounting"),
     "images": ("registry", "images"),
     "website": ("website",),
+    "student_env": ("student_env",),
 }
 
 

@@ -124,13 +124,24 @@ flock -w 600 9 || { echo "another pull or prune holds $LOCK" >&2; exit 75; }
 i=0
 for tag in "$@"; do
   i=$((i + 1))
-  if [ "$i" -le "$ntags" ]; then podman --root "$store" rmi "$repo:$tag" >/dev/null
-  else docker image rm "$repo:$tag" >/dev/null; fi
+  if [ "$i" -gt "$ntags" ]; then docker image rm "$repo:$tag" >/dev/null; continue; fi
+  # pulled by digest, an image keeps that name too: untag, then remove it once no tag is left
+  id=$(podman --root "$store" image inspect --format '{{.Id}}' "$repo:$tag")
+  podman --root "$store" untag "$id" "$repo:$tag"
+  if [ -z "$(podman --root "$store" image inspect --format '{{join .RepoTags ""}}' "$id")" ]
+  then podman --root "$store" rmi "$id" >/dev/null; fi
 done
 # podman rewrites its metadata root-only: every student's podman must read it again
 find "$store" -path "$store/overlay/*/diff" -prune \\
   -o \\( ! -perm -o+r -o -type d ! -perm -o+x \\) -exec chmod a+rX {} +
 """.replace("$LOCK", LOCK)
+
+
+def _tags(listing: str, prefix: str) -> tuple[str, ...]:
+    """The tags of ``prefix`` in ``REPO:TAG`` lines (untagged images, ``<none>``, left out:
+    the store's are removed with their last tag)."""
+    return tuple(sorted({line[len(prefix):] for line in listing.split()
+                         if line.startswith(prefix) and line != prefix + "<none>"}))
 
 
 def observe(inventory: Path, repository_ref: str) -> tuple[list[Held], set[str]]:
@@ -143,11 +154,7 @@ def observe(inventory: Path, repository_ref: str) -> tuple[list[Held], set[str]]
     for host in inv.hosts_in("gpu_servers"):
         out = _run(host, _LIST, repository_ref, store, what="listing the course images")
         store_part, _, docker_part = out.partition("---\n")
-        held.append(Held(host.name,
-                         tuple(sorted({line[len(prefix):] for line in store_part.split()
-                                       if line.startswith(prefix)})),
-                         tuple(sorted({line[len(prefix):] for line in docker_part.split()
-                                       if line.startswith(prefix)}))))
+        held.append(Held(host.name, _tags(store_part, prefix), _tags(docker_part, prefix)))
     controllers = inv.hosts_in("slurm_controller")
     comments: list[str] = []
     if controllers:

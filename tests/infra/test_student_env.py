@@ -131,9 +131,10 @@ def test_every_student_has_one_subordinate_range(host, student: str, expected,  
     assert len(mine) == 1, f"{student} has {len(mine)} ranges in {path}"
     _, start, count = mine[0]
     assert count >= MIN_SUBORDINATE
-    recorded = getattr(expected.record(student), "subuid", None)  # once the state has it
-    if recorded is not None:
-        assert start == int(recorded)
+    recorded = expected.record(student).subid  # state/accounts.json
+    assert recorded and start == recorded, f"{student}: {start}, the state file says {recorded}"
+    low, high = expected.cfg.subid_range
+    assert low <= start and start + count - 1 <= high
     for other, s, c in ranges:
         if other != student:
             assert start + count <= s or s + c <= start, f"{student} overlaps {other}"

@@ -408,6 +408,7 @@ def test_prune_keeps_a_tag_a_job_uses_then_removes_it(lab: Path, pairs: list,
         tags = docker_exec(node, "podman", "--root", STORE, "images", "--format",
                            "{{.Repository}}:{{.Tag}}").split()
         assert f"{ref}:{old}" not in tags and f"{ref}:{tag}" in tags
+        assert f"{ref}:<none>" not in tags  # the digest's name does not keep it
     assert old not in json.dumps(json.loads(state_file.read_text())["history"])
     for node in ("gpu1", "gpu2"):  # prune left the store's metadata readable to students
         assert docker_exec(node, "sh", "-c", UNREADABLE) == ""

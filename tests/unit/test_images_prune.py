@@ -67,6 +67,11 @@ def test_tags_in_use_come_from_the_job_comments(comments: list[str], tags: set[s
     assert prune.tags_in_use(comments) == tags
 
 
+def test_untagged_images_are_not_tags() -> None:
+    listing = "r/c:t1\nr/c:<none>\nother/x:t2\nr/c:t3\n"
+    assert prune._tags(listing, "r/c:") == ("t1", "t3")
+
+
 def test_the_plan_reads_as_rows() -> None:
     rows = prune.describe(prune.plan(HISTORY, CURRENT, set(), HELD, keep=2))
     assert ("gpu1", "store", "cpu-a", "remove") in rows

@@ -38,6 +38,7 @@ import docker
 import docker.errors
 import requests.exceptions
 import yaml
+from docker.models.containers import _create_container_args
 
 from ops import REPO_ROOT, tls
 from ops.errors import EngineError, InputError, OpsError, RemoteError
@@ -100,12 +101,23 @@ class LabNode:
     volumes: tuple[str, ...] = ()
 
 
+#: Rootless Podman's storage on the GPU servers (the shared image store and each job's
+#: own): on a volume for the same reason, and never on the shared /home.
+_GPU_VOLUMES = ("/var/lib/docker", "/var/lib/course-containers")
+
 NODES: tuple[LabNode, ...] = (
     # 80/443: the website (nginx); 5000: the course image registry.
     LabNode("ctl", ("slurm_controller", "web", "registry"), publish=(80, 443, 5000)),
-    LabNode("gpu1", ("gpu_servers",), volumes=("/var/lib/docker",)),
-    LabNode("gpu2", ("gpu_servers",), volumes=("/var/lib/docker",)),
+    LabNode("gpu1", ("gpu_servers",), volumes=_GPU_VOLUMES),
+    LabNode("gpu2", ("gpu_servers",), volumes=_GPU_VOLUMES),
 )
+
+#: Host devices the nodes get when the host has them: fuse-overlayfs, the storage driver
+#: of the students' rootless containers, needs /dev/fuse. (/dev/net/tun is not passed:
+#: the students' containers use the host network, never slirp4netns.)
+HOST_DEVICES = ("/dev/fuse",)
+#: The key of :func:`container_spec` that is no SDK keyword but raw HostConfig fields.
+HOST_CONFIG_EXTRA = "host_config_extra"
 
 
 @dataclass
@@ -396,13 +408,22 @@ def _check_owned(obj: Any, kind: str, lab: str) -> None:
         )
 
 
-def container_spec(lab: str, node: LabNode, image: str) -> dict[str, Any]:
+def container_spec(
+    lab: str, node: LabNode, image: str, host_devices: Sequence[str] | None = None
+) -> dict[str, Any]:
     """Keyword arguments of ``containers.create`` for one node (all but networking).
 
     systemd boots without ``--privileged`` (refused on hosts that lack some capabilities):
     a few capabilities, no seccomp/AppArmor filter, the host's cgroup namespace and
     hierarchy, and tmpfs on /run.
+
+    Students' rootless containers run inside the nodes: ``systempaths=unconfined`` (the
+    lab only: it unmasks /proc, without which the inner container cannot mount its /proc)
+    and the host's ``/dev/fuse`` where it has one (``host_devices``: default, those of
+    :data:`HOST_DEVICES` that exist here).
     """
+    if host_devices is None:
+        host_devices = [d for d in HOST_DEVICES if Path(d).exists()]
     return {
         "image": image,
         "name": _container_name(lab, node),
@@ -413,6 +434,11 @@ def container_spec(lab: str, node: LabNode, image: str) -> dict[str, Any]:
         "stop_signal": "SIGRTMIN+3",
         "cap_add": ["SYS_ADMIN", "NET_ADMIN", "SYS_PTRACE"],
         "security_opt": ["seccomp=unconfined", "apparmor=unconfined"],
+        "devices": [f"{d}:{d}:rwm" for d in host_devices],
+        # `--security-opt systempaths=unconfined`: the docker CLI turns it into these two
+        # (the engine refuses it in SecurityOpt); the SDK has no keyword for them, so
+        # _create_container merges this into the API's HostConfig.
+        HOST_CONFIG_EXTRA: {"MaskedPaths": [], "ReadonlyPaths": []},
         "cgroupns": "host",
         "volumes": {
             "/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw"},
@@ -465,7 +491,16 @@ def _create_container(client: Any, lab: str, node: LabNode, image: str) -> Any:
             else:
                 _check_owned(volume, "volume", lab)
         endpoint = client.api.create_endpoint_config(aliases=[node.name])
-        return client.containers.create(network=lab, networking_config={lab: endpoint}, **spec)
+        kwargs = dict(spec)
+        extra = kwargs.pop(HOST_CONFIG_EXTRA, {})
+        # what containers.create does, plus the HostConfig fields the SDK cannot say
+        create = _create_container_args({
+            **kwargs, "version": client.api._version, "network": lab,
+            "networking_config": {lab: endpoint},
+        })
+        create["host_config"].update(extra)
+        created = client.api.create_container(**create)
+        return client.containers.get(created["Id"])
 
 
 def _authorized_keys(container: Any) -> str:

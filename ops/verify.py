@@ -25,6 +25,7 @@ SPEC_GROUPS: dict[str, tuple[str, ...]] = {
     "images": ("gpu_servers",),
     "website": ("web",),
     "hub": ("hub",),
+    "student_env": ("gpu_servers", "slurm_controller"),
 }
 #: a spec's group that may be empty, and the group that stands in for it (the hub runs on
 #: the slurm_controller unless the inventory has a hub group)
@@ -39,6 +40,7 @@ AREAS: dict[str, tuple[str, ...]] = {
     "images": ("registry", "images"),
     "website": ("website",),
     "hub": ("hub",),
+    "student_env": ("student_env",),
 }
 
 

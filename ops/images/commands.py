@@ -1,4 +1,4 @@
-"""`ops images ...`: lock, build, test, push, pull, status (registered by ops.cli)."""
+"""`ops images ...`: lock, build, test, push, pull, prune, status (registered by ops.cli)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from ops.images import spec as spec_mod
 
 @click.group()
 def images() -> None:
-    """The course image: lock, build, test, push, pull, status."""
+    """The course image: lock, build, test, push, pull, prune, status."""
 
 
 variant_option = click.option(
@@ -268,8 +268,14 @@ def push_cmd(opts: Opts, variants: tuple[str, ...], uid: int | None,
             digest = reg.push(client, registry, p.ref, p.tag, opts.say)
         if not digest:
             raise OpsError(f"the registry gave no digest for {p.tag}", hint="push again")
-        state[variant.name] = {"tag": p.tag, "digest": digest, "ref": registry.server_ref(p.tag)}
-        reg.save_state(opts.inventory, state)
+        import datetime
+
+        now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+        state[variant.name] = {"tag": p.tag, "digest": digest, "ref": registry.server_ref(p.tag),
+                               "pushed_at": now}
+        reg.save_state(opts.inventory, state,
+                       reg.record_push(reg.load_history(opts.inventory), variant.name, p.tag,
+                                       digest, now))
         out.print(f"{variant.name}: {registry.server_ref(p.tag)}")
 
 
@@ -289,7 +295,10 @@ def pull_cmd(opts: Opts) -> None:
 
 
 def image_extra_vars(inventory: Path) -> tuple[str, ...]:
-    """``-e`` for the playbooks: the tags pushed last (state/images.json), as JSON."""
+    """``-e`` for the playbooks, as JSON, from state/images.json: the tags pushed last
+    (``course_image_tags``: the GPU servers' Docker), every tag pushed and not pruned
+    (``student_containers_images``: the students' shared store) and the default tag jobs
+    run (``student_containers_default``)."""
     import json
 
     from ops.images import registry as reg
@@ -297,7 +306,44 @@ def image_extra_vars(inventory: Path) -> tuple[str, ...]:
     state = reg.load_state(inventory)
     tags = [{"variant": v, "tag": s["tag"], "digest": s["digest"]}
             for v, s in sorted(state.items()) if s.get("digest")]
-    return ("-e", json.dumps({"course_image_tags": tags}))
+    kept, default = reg.store_images(inventory)
+    return ("-e", json.dumps({"course_image_tags": tags, "student_containers_images": kept,
+                              "student_containers_default": default}))
+
+
+@images.command("prune")
+@click.option("--keep", type=click.IntRange(1, 100), default=2, show_default=True,
+              help="Tags kept per variant (the newest pushed), besides those jobs use.")
+@common
+@pass_opts
+def prune_cmd(opts: Opts, keep: int) -> None:
+    """Remove old course image tags from the GPU servers (never one a job uses)."""
+    from ops.cli import _confirm
+    from ops.images import prune as prune_mod
+    from ops.images import registry as reg
+
+    spec = spec_mod.load()
+    registry = reg.from_inventory(opts.inventory, spec.repository)
+    ref = f"{registry.address}/{spec.repository}"
+    state = reg.load_state(opts.inventory)
+    held, in_use = prune_mod.observe(opts.inventory, ref)
+    plan = prune_mod.plan(reg.load_history(opts.inventory),
+                          {v: s["tag"] for v, s in state.items()}, in_use, held, keep)
+    t = Table("host", "where", "tag", "action", title=f"prune {ref}")
+    for row in prune_mod.describe(plan):
+        t.add_row(*row)
+    out.print(t)
+    if plan.empty:
+        out.print("nothing to prune")
+        if len(plan.history) != len(reg.load_history(opts.inventory)):
+            reg.save_state(opts.inventory, state, plan.history)
+        return
+    if not _confirm(opts, "Remove these tags? (the registry keeps them: `ops images pull` "
+                          "brings one back)"):
+        raise OpsError("nothing removed", hint="-y answers yes")
+    prune_mod.apply(opts.inventory, ref, plan)
+    out.print(f"pruned: {sum(len(s) + len(d) for s, d in plan.remove.values())} tag(s) "
+              f"removed; kept {', '.join(sorted(plan.keep))}")
 
 
 @images.command("status")

@@ -223,14 +223,83 @@ def load_state(inventory_dir: Path) -> dict[str, dict[str, str]]:
     return variants
 
 
-def save_state(inventory_dir: Path, variants: dict[str, dict[str, str]]) -> None:
+def save_state(inventory_dir: Path, variants: dict[str, dict[str, str]],
+               history: list[dict[str, str]] | None = None) -> None:
+    """Write the state file; ``history`` None keeps the one it has."""
+    if history is None:
+        history = load_history(inventory_dir)
     path = state_path(inventory_dir)
     path.parent.mkdir(mode=0o700, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".images-")
     with os.fdopen(fd, "w") as f:
-        json.dump({"version": 1, "variants": variants}, f, indent=1, sort_keys=True)
+        json.dump({"version": 1, "variants": variants, "history": history}, f, indent=1,
+                  sort_keys=True)
         f.write("\n")
     os.replace(tmp, path)
+
+
+def load_history(inventory_dir: Path) -> list[dict[str, str]]:
+    """Every tag pushed and not pruned, oldest first: ``{variant, tag, digest, pushed_at}``.
+
+    A state file from before the history existed gives its current tags.
+    """
+    variants = load_state(inventory_dir)
+    try:
+        data = json.loads(state_path(inventory_dir).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return []
+    history = data.get("history")
+    if history is None:
+        return [{"variant": v, "tag": s["tag"], "digest": s.get("digest", ""),
+                 "pushed_at": s.get("pushed_at", "")} for v, s in sorted(variants.items())]
+    if not isinstance(history, list) or not all(
+            isinstance(h, dict) and isinstance(h.get("tag"), str)
+            and isinstance(h.get("variant"), str) for h in history):
+        raise InputError(state_path(inventory_dir), None,
+                         'expected "history": [{"variant": ..., "tag": ...}, ...]',
+                         hint="fix it, or delete it and push again")
+    return history
+
+
+def record_push(history: list[dict[str, str]], variant: str, tag: str, digest: str,
+                pushed_at: str) -> list[dict[str, str]]:
+    """``history`` with this push last (a tag pushed again moves to the end)."""
+    kept = [h for h in history if not (h["variant"] == variant and h["tag"] == tag)]
+    return [*kept, {"variant": variant, "tag": tag, "digest": digest, "pushed_at": pushed_at}]
+
+
+def default_image(variants: dict[str, dict[str, str]], cuda_variants: set[str],
+                  gpus: bool) -> dict[str, str] | None:
+    """The tag jobs run by default: the one pushed last, of a CUDA variant where the GPU
+    servers have GPUs (of a CPU one where they have none), else of any variant."""
+    def newest(names: list[str]) -> dict[str, str] | None:
+        pushed = [(variants[v].get("pushed_at", ""), v) for v in names if variants[v].get("digest")]
+        if not pushed:
+            return None
+        _, v = max(pushed)
+        return {"variant": v, "tag": variants[v]["tag"], "digest": variants[v]["digest"]}
+
+    suited = [v for v in sorted(variants) if (v in cuda_variants) == gpus]
+    return newest(suited) or newest(sorted(variants))
+
+
+def store_images(inventory_dir: Path) -> tuple[list[dict[str, str]], dict[str, str]]:
+    """What every GPU server's shared store holds (each tag pushed and not pruned, as
+    ``{variant, tag, digest}``) and the default tag jobs run (``{}`` before any push)."""
+    from ops.images import spec as spec_mod
+
+    state = load_state(inventory_dir)
+    current = [{"variant": v, "tag": s["tag"], "digest": s["digest"]}
+               for v, s in sorted(state.items()) if s.get("digest")]
+    kept = [{"variant": h["variant"], "tag": h["tag"], "digest": h["digest"]}
+            for h in load_history(inventory_dir) if h.get("digest")]
+    kept += [t for t in current if t not in kept]
+    try:
+        cuda = {name for name, v in spec_mod.load().variants.items() if v.cuda}
+    except OpsError:
+        cuda = {"cuda"}
+    gpus = int(inv_mod.load_vars_only(inventory_dir).get("gpu_count") or 0) > 0
+    return kept, default_image(state, cuda, gpus) or {}
 
 
 def wanted_refs(inventory_dir: Path, registry: Registry) -> dict[str, str]:

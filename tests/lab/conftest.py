@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -35,8 +36,17 @@ def docker_exec(node: str, *argv: str) -> str:
                           capture_output=True, text=True).stdout
 
 
+#: An inventory whose lab is up and provisioned already (a developer's; OPS_TEST_LAB must
+#: name its lab): the tests use it as it is and leave it up. Unset (CI): each lab is made
+#: for the tests and removed after them.
+EXISTING = os.environ.get("OPS_TEST_INVENTORY")
+
+
 def _lab(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN202
     """A copy of inventory/lab with a lab name of its own, brought up; down at the end."""
+    if EXISTING:
+        yield Path(EXISTING).resolve()
+        return
     inv = tmp_path_factory.mktemp("inventory") / "lab"
     shutil.copytree(REPO_ROOT / "inventory" / "lab" / "group_vars", inv / "group_vars")
     shutil.copy(REPO_ROOT / "inventory" / "lab" / "roster.csv", inv / "roster.csv")
@@ -74,6 +84,36 @@ def first_converge(shared_lab: Path) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture(scope="session")
-def provisioned_lab(shared_lab: Path, first_converge: subprocess.CompletedProcess[str]) -> Path:
-    """The shared lab's inventory, after its first converge."""
+def provisioned_lab(request: pytest.FixtureRequest, shared_lab: Path) -> Path:
+    """The shared lab's inventory, after its first converge (an OPS_TEST_INVENTORY lab is
+    provisioned already)."""
+    if not EXISTING:
+        request.getfixturevalue("first_converge")
     return shared_lab
+
+
+WHEELHOUSE = Path(os.environ.get("OPS_WHEELHOUSE")
+                  or Path.home() / ".cache" / "course-ops" / "wheelhouse")
+
+
+@pytest.fixture(scope="session")
+def built_image(provisioned_lab: Path) -> str:
+    """The cpu variant, fetched then built offline (up to date when already built); its tag.
+    Shared by the images and the student-jobs modules."""
+    ops(provisioned_lab, "images", "fetch", "--variant", "cpu", "--wheelhouse",
+        str(WHEELHOUSE), timeout=1800)
+    p = ops(provisioned_lab, "images", "build", "--variant", "cpu", "--wheelhouse",
+            str(WHEELHOUSE), "--offline", timeout=3600)
+    said = p.stdout + p.stderr
+    assert "offline from" in said or "up to date" in said, said[-2000:]
+    rows = json.loads(ops(provisioned_lab, "images", "status", "--format", "json").stdout)
+    return str(next(r["checkout"] for r in rows if r["variant"] == "cpu"))
+
+
+@pytest.fixture(scope="session")
+def pushed_image(provisioned_lab: Path, built_image: str) -> str:
+    """The cpu variant pushed and pulled by every GPU server (Docker and the students'
+    shared store); its tag."""
+    ops(provisioned_lab, "images", "push", "--variant", "cpu", timeout=1800)
+    ops(provisioned_lab, "images", "pull", timeout=1800)
+    return built_image

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import os
 import subprocess
 from pathlib import Path
 
@@ -21,11 +20,9 @@ import pytest
 from ops.images import build as build_mod
 from ops.images import spec as spec_mod
 from ops.images import wheelhouse as wh
-from tests.lab.conftest import docker_exec, ops
+from tests.lab.conftest import WHEELHOUSE, docker_exec, ops
 
 pytestmark = pytest.mark.lab
-WHEELHOUSE = Path(os.environ.get("OPS_WHEELHOUSE")
-                  or Path.home() / ".cache" / "course-ops" / "wheelhouse")
 SPEC = spec_mod.load()
 
 
@@ -36,18 +33,10 @@ def local_tags() -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def built(provisioned_lab: Path) -> str:
-    """The cpu variant, fetched then built offline; its tag."""
-    ops(provisioned_lab, "images", "fetch", "--variant", "cpu", "--wheelhouse",
-        str(WHEELHOUSE), timeout=1800)
-    p = ops(provisioned_lab, "images", "build", "--variant", "cpu", "--wheelhouse",
-            str(WHEELHOUSE), "--offline", timeout=3600)
-    said = p.stdout + p.stderr
-    assert "offline from" in said or "up to date" in said, said[-2000:]
-    rows = json.loads(ops(provisioned_lab, "images", "status", "--format", "json").stdout)
-    tag = next(r["checkout"] for r in rows if r["variant"] == "cpu")
-    assert tag in local_tags()
-    return str(tag)
+def built(built_image: str) -> str:
+    """The cpu variant, fetched then built offline (conftest's built_image); its tag."""
+    assert built_image in local_tags()
+    return built_image
 
 
 def test_the_build_is_tagged_by_content_with_labels(built: str) -> None:

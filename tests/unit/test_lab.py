@@ -297,6 +297,50 @@ def test_spec_never_privileged(spec: dict) -> None:
     assert sorted(spec["cap_add"]) == ["NET_ADMIN", "SYS_ADMIN", "SYS_PTRACE"]
 
 
+def test_spec_allows_rootless_containers_inside(spec: dict) -> None:
+    """systempaths=unconfined (as the CLI sends it: no masked or read-only /proc paths), the
+    lab only; seccomp and AppArmor stay unconfined as before, nothing privileged."""
+    assert spec[lab.HOST_CONFIG_EXTRA] == {"MaskedPaths": [], "ReadonlyPaths": []}
+    assert "systempaths=unconfined" not in spec["security_opt"]  # the engine refuses it
+
+
+def test_spec_passes_the_hosts_fuse_device_when_it_has_one() -> None:
+    with_fuse = lab.container_spec("demo-lab", lab.NODES[1], "img:tag", ["/dev/fuse"])
+    assert with_fuse["devices"] == ["/dev/fuse:/dev/fuse:rwm"]
+    assert lab.container_spec("demo-lab", lab.NODES[1], "img:tag", [])["devices"] == []
+
+
+def test_spec_passes_only_host_devices_that_exist(monkeypatch: pytest.MonkeyPatch,
+                                                   tmp_path: Path) -> None:
+    monkeypatch.setattr(lab, "HOST_DEVICES", (str(tmp_path / "fuse"), "/dev/no-such-dev"))
+    (tmp_path / "fuse").touch()
+    assert lab.container_spec("demo-lab", lab.NODES[1], "img:tag")["devices"] == [
+        f"{tmp_path / 'fuse'}:{tmp_path / 'fuse'}:rwm"]
+
+
+def test_gpu_nodes_keep_container_storage_on_a_volume_not_the_home() -> None:
+    spec = lab.container_spec("demo-lab", lab.NODES[1], "img:tag")
+    assert spec["volumes"]["demo-lab-gpu1-var-lib-course-containers"] == {
+        "bind": "/var/lib/course-containers", "mode": "rw"}
+
+
+def test_create_merges_the_host_config_the_sdk_cannot_say() -> None:
+    """_create_container sends MaskedPaths/ReadonlyPaths in the API's HostConfig."""
+    from unittest import mock
+
+    client = mock.MagicMock()
+    client.api._version = "1.41"
+    client.api.create_container.return_value = {"Id": "abc"}
+    client.volumes.get.side_effect = lab.docker.errors.NotFound("x")
+    lab._create_container(client, "demo-lab", lab.NODES[1], "img:tag")
+    kwargs = client.api.create_container.call_args.kwargs
+    assert kwargs["host_config"]["MaskedPaths"] == []
+    assert kwargs["host_config"]["ReadonlyPaths"] == []
+    assert kwargs["host_config"]["NetworkMode"] == "demo-lab"
+    assert "host_config_extra" not in kwargs
+    client.containers.get.assert_called_with("abc")
+
+
 def test_spec_boots_systemd(spec: dict) -> None:
     assert spec["command"] == ["/lib/systemd/systemd"]
     assert spec["cgroupns"] == "host"

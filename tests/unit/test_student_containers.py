@@ -223,6 +223,21 @@ def test_run_outside_a_job_exits_2_with_one_line(capsys: pytest.CaptureFixture[s
     assert err.startswith("course-run: runs only inside a Slurm job") and err.count("\n") == 1
 
 
+def test_a_refusal_inside_a_job_goes_to_the_jobs_comment_too() -> None:
+    calls: list[list[str]] = []
+    run_mod.tell_slurm({"SLURM_JOB_ID": "77"}, "torch0-cpu-dead",
+                       "this node has no image torch0-cpu-dead:\n not found",
+                       run=lambda argv, **kw: calls.append(argv))
+    assert calls == [["scontrol", "update", "JobId=77",
+                      "Comment=course-image=torch0-cpu-dead course-run: this node has no "
+                      "image torch0-cpu-dead: not found"]]
+    run_mod.tell_slurm({}, "t", "x", run=lambda argv, **kw: calls.append(argv))
+    run_mod.tell_slurm({"SLURM_JOB_ID": "1;rm"}, "t", "x",
+                       run=lambda argv, **kw: calls.append(argv))
+    assert len(calls) == 1  # outside a job, or a job id that is no number: nothing
+    assert len(run_mod.failure_comment("t", "x" * 1000)) == run_mod.COMMENT_MAX
+
+
 def config(tmp_path: Path, **kw: object) -> object:
     values = dict(store=str(tmp_path / "store"), jobs_dir=str(tmp_path / "jobs"),
                   runtime_dir=str(tmp_path / "run"), repository="ctl:5000/course-ops/course",

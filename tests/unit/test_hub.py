@@ -95,6 +95,30 @@ def test_a_job_that_fails_at_once_says_so() -> None:
     assert "cancelled" in rules.failure_message("45", "CANCELLED", "", "")
 
 
+def test_an_initial_password_to_change_gets_a_page_that_says_how() -> None:
+    text = rules.initial_password_message("s1")
+    assert "ssh" in text and "s1" in text and "changed" in text
+    assert rules.PAM_NEW_AUTHTOK_REQD == 12  # Linux-PAM's PAM_NEW_AUTHTOK_REQD
+
+
+@pytest.mark.parametrize(("state", "alive"), [
+    ("PENDING", True), ("CONFIGURING", True), ("RUNNING", True), ("COMPLETING", False),
+    ("FAILED", False), ("COMPLETED", False), ("CANCELLED", False), ("", False),
+    ("NODE_FAIL", False), ("OUT_OF_MEMORY", False)])
+def test_a_starting_servers_job_is_alive_only_before_it_ends(state: str, alive: bool) -> None:
+    assert rules.job_alive(state) is alive
+
+
+def test_course_runs_reason_in_the_jobs_comment_reaches_the_page() -> None:
+    comment = ("course-image=torch0-cpu-dead course-run: this node has no image "
+               "torch0-cpu-dead (the course's default is torch0-cpu-dead): not found")
+    text = rules.failure_message("46", "FAILED", "NonZeroExitCode", "gpu2", comment)
+    assert "could not start the course image on gpu2: this node has no image" in text
+    # a plain comment (the image's tag only) is no reason
+    assert "may be missing" in rules.failure_message("46", "FAILED", "NonZeroExitCode",
+                                                     "gpu2", "course-image=torch0-cpu-a")
+
+
 def test_the_default_tag_comes_from_the_nodes_image_file(tmp_path: Path) -> None:
     f = tmp_path / "course-image"
     f.write_text("# comment\ntag=torch2.13.0-cpu-py3.11-abc\nvariant=cpu\n")

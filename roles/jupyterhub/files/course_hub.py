@@ -40,7 +40,25 @@ class CourseUsersMixin:
 
 
 class CoursePAMAuthenticator(CourseUsersMixin, PAMAuthenticator):
-    """The students' own accounts (PAM) on the login node."""
+    """The students' own accounts (PAM) on the login node. An initial password that must
+    be changed first (PAM: new token required) gets a page that says how, not "invalid
+    password": the hub cannot change passwords (it runs unprivileged)."""
+
+    def authenticate(self, handler, data):  # noqa: ANN001, ANN201
+        import pamela
+        from tornado import web
+
+        username = data["username"]
+        try:
+            pamela.authenticate(username, data["password"], service=self.service,
+                                encoding=self.encoding)
+        except pamela.PAMError as exc:
+            self.log.warning("PAM login refused (%s): %s", username, exc)
+            if exc.errno == rules.PAM_NEW_AUTHTOK_REQD:
+                raise web.HTTPError(403, rules.initial_password_message(username)
+                                    ) from None
+            return None
+        return username
 
 
 def oauth_authenticator():  # noqa: ANN201
@@ -81,6 +99,8 @@ class CourseSlurmSpawner(SlurmSpawner):
     req_image_tag = Unicode("", help="The image tag the job runs (its comment names it)")
     queue_timeout = Float(600, help="Seconds a job may wait before it is cancelled"
                           ).tag(config=True)
+    watch_interval = Float(3, help="Seconds between looks at a starting server's job"
+                           ).tag(config=True)
 
     def _profiles(self) -> list[rules.Profile]:
         return [rules.Profile.parse(p) for p in self.profiles]
@@ -127,25 +147,41 @@ class CourseSlurmSpawner(SlurmSpawner):
         self.req_image_tag = rules.default_tag(self.image_file)
         self._started = time.monotonic()
         self._message = "Submitting your server's job to Slurm"
+        # batchspawner 1.3 waits for the server's port without looking at the job again: a
+        # job that ends before its server answers (course-run refused the image, the node
+        # failed) would hold the page until the timeout. Watch the job beside it.
+        starting = asyncio.ensure_future(super().start())
+        job, gone = "", 0
         try:
-            return await asyncio.wait_for(super().start(), timeout=self.queue_timeout)
-        except asyncio.TimeoutError:
-            jobs = await self._pair_gpu_jobs()
-            job = self.job_id
-            await self.stop(now=True)
-            raise RuntimeError(rules.timeout_message(job, jobs, self.queue_timeout)) from None
+            while True:
+                done, _ = await asyncio.wait({starting}, timeout=self.watch_interval)
+                if done:
+                    return starting.result()
+                job = self.job_id or job
+                if time.monotonic() - self._started > self.queue_timeout:
+                    jobs = await self._pair_gpu_jobs()
+                    await self.stop(now=True)
+                    raise RuntimeError(rules.timeout_message(job, jobs, self.queue_timeout))
+                state = await self._squeue("-j", job, "-t", "all", "-o", "%T") if job else "x"
+                gone = gone + 1 if not rules.job_alive(state) else 0
+                if gone >= 2:  # twice: one empty answer may be the controller's hiccup
+                    raise RuntimeError(await self._failure(job))
         except RuntimeError as exc:
             if "disappeared" not in str(exc):
                 raise
-            raise RuntimeError(await self._failure()) from None
+            raise RuntimeError(await self._failure(job or self.job_id)) from None
+        finally:
+            if not starting.done():
+                starting.cancel()
 
-    async def _failure(self) -> str:
-        job = self.job_id or "?"
-        line = await self._squeue("-j", job, "-t", "all", "-o", "%T|%r|%N")
-        state, reason, node = (line.split("|") + ["", "", ""])[:3] if line else ("", "", "")
+    async def _failure(self, job: str) -> str:
+        job = job or "?"
+        line = await self._squeue("-j", job, "-t", "all", "-o", "%T|%r|%N|%k")
+        state, reason, node, comment = (line.split("|", 3) + ["", "", "", ""])[:4]
         if state in ("PENDING", "RUNNING"):
             await self.stop(now=True)
-        return rules.failure_message(job, state, reason, node)
+        self.clear_state()
+        return rules.failure_message(job, state, reason, node, comment)
 
     async def progress(self):  # noqa: ANN201
         while True:

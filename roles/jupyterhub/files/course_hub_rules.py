@@ -120,10 +120,29 @@ def timeout_message(job_id: str, pair_gpu_jobs: list[str], timeout: float) -> st
             "The job was cancelled; try again later or choose the CPU profile.")
 
 
-def failure_message(job_id: str, state: str, reason: str, node: str) -> str:
-    """A job that ended before its server answered: say so at once, with where to look."""
+#: PAM's "authentication token is no longer valid; new one required" (an initial password
+#: not changed yet, or one past its maximum age)
+PAM_NEW_AUTHTOK_REQD = 12
+
+
+def initial_password_message(username: str) -> str:
+    """The login page's answer to a right password that must be changed first."""
+    return (f"The password of {username} must be changed before the first login here: log "
+            f"in once with ssh ({username}@ the login node) and set your own password when "
+            f"asked, then log in here with it.")
+
+
+def failure_message(job_id: str, state: str, reason: str, node: str,
+                    comment: str = "") -> str:
+    """A job that ended before its server answered: say so at once, with why (course-run's
+    own reason, from the job's comment, where it refused to start) and where to look."""
     where = f" on {node}" if node and node not in ("(null)", "None") else ""
     log = f"~/.jupyterhub-slurm-{job_id}.log"
+    refused = comment.split("course-run:", 1)[1].strip() if "course-run:" in comment else ""
+    if refused:
+        return (f"Your server's job {job_id} could not start the course image{where}: "
+                f"{refused} (tell the course staff if it persists; the job's output is "
+                f"{log}).")
     if state in ("FAILED", "NODE_FAIL", "BOOT_FAIL", "OUT_OF_MEMORY", "TIMEOUT"):
         return (f"Your server's job {job_id} {state.lower().replace('_', ' ')}{where}"
                 f" ({reason or 'no reason given'}) before the server started: the course "
@@ -132,6 +151,17 @@ def failure_message(job_id: str, state: str, reason: str, node: str) -> str:
         return f"Your server's job {job_id} was cancelled{where} before it started."
     return (f"Your server's job {job_id} ended ({state or 'gone'}){where} before the server "
             f"started; see {log}.")
+
+
+#: squeue states of a job that may still become the server (COMPLETING is a job ending)
+_ALIVE = ("PENDING", "CONFIGURING", "RUNNING", "SUSPENDED", "REQUEUED", "RESIZING")
+
+
+def job_alive(squeue_state: str) -> bool:
+    """From ``squeue -h -j JOB -t all -o %T``: may the job still start the server? An
+    empty answer (the job left the controller's memory) is a job that is gone."""
+    state = squeue_state.strip().split("\n")[0].strip()
+    return state.startswith(_ALIVE)
 
 
 def pair_gpu_jobs(squeue_lines: str, own_job: str) -> list[str]:

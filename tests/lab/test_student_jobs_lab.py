@@ -19,14 +19,9 @@ from pathlib import Path
 import pytest
 
 from tests.lab.conftest import LAB_NAME, docker_exec, ops
+from tests.lab.labtools import JOBS, READABLE, STORE, UNREADABLE, wait_for
 
 pytestmark = pytest.mark.lab
-STORE = "/var/lib/course-containers/store"
-JOBS = "/var/lib/course-containers/jobs"
-UNREADABLE = (f"find {STORE} -path '{STORE}/overlay/*/diff' -prune -o \\( ! -perm -o+r -o "
-              "-type d ! -perm -o+x \\) -print")
-READABLE = UNREADABLE.replace("-print", "-exec chmod a+rX {} +")
-
 TRAIN = """\
 import sys, torch, torch.nn as nn
 torch.manual_seed(0)
@@ -70,16 +65,6 @@ def as_student(user: str, command: str, check: bool = True,
     return subprocess.run(["docker", "exec", "-w", f"/home/{user}", f"{LAB_NAME}-ctl",
                            "runuser", "-u", user, "--", "sh", "-c", command],
                           capture_output=True, text=True, check=check, timeout=timeout)
-
-
-def wait_for(what: str, predicate, timeout: float = 180, every: float = 1):  # noqa: ANN001, ANN201
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def job_field(job: str, name: str) -> str:

@@ -455,10 +455,13 @@ def _print_outdated(report: Any) -> None:
             out.print(f"{v.variant}: not checked: {v.error}")
             continue
         shown = [p for p in v.packages if p.outdated or p.held]
-        t = Table("package", "layer", "locked", "wanted", "latest", "",
-                  title=f"{v.variant}: {len(v.outdated)} outdated, "
-                        f"{sum(p.held for p in v.packages)} held back, "
-                        f"{len(v.packages) - len(shown)} up to date")
+        title = (f"{v.variant}: {len(v.outdated)} outdated, "
+                 f"{sum(p.held for p in v.packages)} held back, "
+                 f"{len(v.packages) - len(shown)} up to date")
+        if not shown:
+            out.print(title)
+            continue
+        t = Table("package", "layer", "locked", "wanted", "latest", "", title=title)
         for p in shown:
             note = (styled("outdated", "yellow") if p.outdated else
                     "pinned (image.yml)" if p.pinned else "held back")
@@ -469,15 +472,15 @@ def _print_outdated(report: Any) -> None:
         out.print(f"debian: not checked: {d.error}")
         return
     security = sum(p.security for p in d.packages)
-    title = {"checked": f"debian ({d.base}): {len(d.packages)} pending, {security} security",
-             "unlocked": f"debian: {d.lock} does not exist yet (`ops images lock --debian`)",
-             "stale": f"debian: {d.lock} was made for another package list than {d.base}",
-             "unmanaged": f"debian ({d.base}, given by name): {len(d.packages)} pending"}
-    t = Table("package", "locked", "candidate", "", title=title[d.status])
+    titles = {"checked": f"debian ({d.base}): {len(d.packages)} pending, {security} security",
+              "unlocked": f"debian: {d.lock} does not exist yet (`ops images lock --debian`)",
+              "stale": f"debian: {d.lock} was made for another package list than {d.base}",
+              "unmanaged": f"debian ({d.base}, given by name): {len(d.packages)} pending"}
+    t = Table("package", "locked", "candidate", "", title=titles[d.status])
     for p in d.packages:
         t.add_row(p.name, p.locked or "(new)", p.candidate or "(removed)",
                   styled("security", "red") if p.security else "")
-    out.print(t if d.packages else title[d.status])
+    out.print(t if d.packages else titles[d.status])
 
 
 @images.command("outdated")

@@ -358,10 +358,18 @@ def audit(lock_path: Path, *, timeout: int = 600,
         try:
             data = json.loads(out.read_text())
         except (OSError, ValueError):
-            lines = [ln for ln in done.stderr.splitlines() if ln.strip()]
-            return Audit(unavailable=f"pip-audit failed (exit {done.returncode}): "
-                                     f"{lines[-1][:200] if lines else 'no output'}")
+            return Audit(unavailable=_audit_failure(done.returncode, done.stderr))
     return parse_audit(data)
+
+
+def _audit_failure(code: int, stderr: str) -> str:
+    """pip-audit's failure in one line: an unreachable advisory source said as such."""
+    network = re.search(r"(ProxyError|ConnectionError|ConnectTimeout|ReadTimeout|"
+                        r"NameResolutionError|SSLError)", stderr)
+    if network:
+        return f"PyPI's advisory data is unreachable ({network.group(1)})"
+    lines = [ln for ln in stderr.splitlines() if ln.strip()]
+    return f"pip-audit failed (exit {code}): {lines[-1][:160] if lines else 'no output'}"
 
 
 @dataclass(frozen=True)

@@ -133,6 +133,7 @@ class Built:
     tests: str = ""
     passed: bool = True
     pushed: str | None = None
+    skipped: str | None = None  # why nothing was built (the tag exists already)
 
 
 @dataclass
@@ -143,6 +144,7 @@ class Result:
     notes: list[str] = field(default_factory=list)
     nothing: bool = False
     restored: bool = False
+    security_only: bool = False
 
     @property
     def passed(self) -> bool:
@@ -164,7 +166,9 @@ def summary(result: Result) -> str:
     """Markdown for a merge request: what moved, the new tags, sizes, tests."""
     lines = [f"### Course image update ({result.image.name})", ""]
     if result.nothing:
-        lines.append("Nothing is outdated: no lock changed, nothing was built.")
+        lines.append("No security fix is pending: no lock changed, nothing was built."
+                     if result.security_only else
+                     "Nothing is outdated: no lock changed, nothing was built.")
         lines += [f"- {n}" for n in result.notes]
         return "\n".join(lines) + "\n"
     lines += ["| where | package | from | to | why |", "|---|---|---|---|---|"]
@@ -174,8 +178,11 @@ def summary(result: Result) -> str:
     for b in result.built:
         lines.append(f"**{b.variant}**: `{b.old_tag or '(none built here)'}` -> `{b.tag}`")
         lines.append(f"- size: {_delta(b.old_size, b.size)}")
-        lines.append(f"- layers: {b.cached} of {b.steps} steps from cache"
-                     + (f", rebuilt from `{b.rebuilt_from}`" if b.rebuilt_from else ""))
+        if b.skipped:
+            lines.append(f"- layers: nothing built ({b.skipped})")
+        else:
+            lines.append(f"- layers: {b.cached} of {b.steps} steps from cache"
+                         + (f", rebuilt from `{b.rebuilt_from}`" if b.rebuilt_from else ""))
         lines.append(f"- tests: {'passed' if b.passed else 'FAILED'} ({b.tests})")
         if b.pushed:
             lines.append(f"- pushed: `{b.pushed}` (recorded in state/images.json)")
@@ -212,6 +219,16 @@ def _first_rebuilt(step_log: list[tuple[int, str, bool]]) -> str | None:
     return None
 
 
+def _tests_line(checks: Sequence[Any]) -> str:
+    """``6 of 6 checks; pytest in the image: 8 passed in 0.12s`` (or the first failure)."""
+    failed = [c for c in checks if not c.ok]
+    pytest_line = next((c.detail for c in checks if c.name.startswith("image tests")), "")
+    head = f"{len(checks) - len(failed)} of {len(checks)} checks"
+    if failed:
+        return f"{head}; failed: {failed[0].name}: {failed[0].detail[:120]}"
+    return f"{head}; pytest in the image: {pytest_line}" if pytest_line else head
+
+
 def apply(client: Any, spec: ImageSpec, variants: Sequence[Variant], report: od.Report,
           the_plan: Plan, *, cuda: str | None, find_links: Sequence[Path] = (),
           index_url: str | None = None, wheelhouse: Path | None = None,
@@ -223,7 +240,7 @@ def apply(client: Any, spec: ImageSpec, variants: Sequence[Variant], report: od.
     from ops.images import lock as lock_mod
     from ops.images import smoke
 
-    result = Result(spec.dir, notes=list(the_plan.notes))
+    result = Result(spec.dir, notes=list(the_plan.notes), security_only=security_only)
     if the_plan.empty:
         result.nothing = True
         return result
@@ -275,9 +292,7 @@ def apply(client: Any, spec: ImageSpec, variants: Sequence[Variant], report: od.
             failed = [c for c in checks if not c.ok]
             b = Built(v.name, old_tag, p.tag, old_size, image.attrs.get("Size"),
                       _first_rebuilt(made.step_log), made.cached_steps, made.steps,
-                      f"{len(checks) - len(failed)} of {len(checks)} checks passed"
-                      + (f"; failed: {failed[0].name}: {failed[0].detail[:120]}" if failed
-                         else ""), not failed)
+                      _tests_line(checks), not failed, skipped=made.skipped)
             if not made.skipped:
                 manifests = spec.dir / "build" / v.name
                 build_mod.write_manifest(client, p, made, manifests)

@@ -305,7 +305,6 @@ def push_cmd(opts: Opts, variants: tuple[str, ...], uid: int | None,
     client = _client()
     registry = reg.from_inventory(opts.inventory, spec.repository)
     registry.require_auth()
-    state = reg.load_state(opts.inventory)
     for variant in chosen:
         p = _prepared(opts, variant, spec, client, uid, ca_bundle, local=False)
         digest = registry.digest(p.tag)
@@ -316,15 +315,23 @@ def push_cmd(opts: Opts, variants: tuple[str, ...], uid: int | None,
             digest = reg.push(client, registry, p.ref, p.tag, opts.say)
         if not digest:
             raise OpsError(f"the registry gave no digest for {p.tag}", hint="push again")
-        import datetime
-
-        now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-        state[variant.name] = {"tag": p.tag, "digest": digest, "ref": registry.server_ref(p.tag),
-                               "pushed_at": now}
-        reg.save_state(opts.inventory, state,
-                       reg.record_push(reg.load_history(opts.inventory), variant.name, p.tag,
-                                       digest, now))
+        _record_push(opts, registry, variant.name, p.tag, digest)
         out.print(f"{variant.name}: {registry.server_ref(p.tag)}")
+
+
+def _record_push(opts: Opts, registry: Any, variant: str, tag: str, digest: str) -> None:
+    """The variant's pushed tag in state/images.json, and the push in its history (what
+    `ops images prune` keeps)."""
+    import datetime
+
+    from ops.images import registry as reg
+
+    now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    state = reg.load_state(opts.inventory)
+    state[variant] = {"tag": tag, "digest": digest, "ref": registry.server_ref(tag),
+                      "pushed_at": now}
+    reg.save_state(opts.inventory, state,
+                   reg.record_push(reg.load_history(opts.inventory), variant, tag, digest, now))
 
 
 @images.command("pull")
@@ -603,7 +610,5 @@ def _push_recorded(opts: Opts, registry: Any, p: Any) -> str:
     digest = registry.digest(p.tag) or reg.push(_client(), registry, p.ref, p.tag, opts.say)
     if not digest:
         raise OpsError(f"the registry gave no digest for {p.tag}", hint="push again")
-    state = reg.load_state(opts.inventory)
-    state[p.variant.name] = {"tag": p.tag, "digest": digest, "ref": registry.server_ref(p.tag)}
-    reg.save_state(opts.inventory, state)
+    _record_push(opts, registry, p.variant.name, p.tag, digest)
     return str(registry.server_ref(p.tag))

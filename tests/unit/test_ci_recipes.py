@@ -170,3 +170,7 @@ def test_ops_commands_reads_continuations_and_stops_at_redirections() -> None:
             "echo ops is not here  # ops\n")
     assert ops_commands(text) == [["-i", "$INV", "images", "outdated", "--format", "json"]]
 
+
+def test_recipes_are_where_the_readme_says() -> None:
+    assert all(p.is_file() for p in RECIPES.values())
+    assert "examples/ci/" in (REPO_ROOT / "README.md").read_text()

@@ -8,15 +8,32 @@ not timed; the base image is made first if missing and timed on its own):
                       with the cache: target <= 40% of the cold build
   size                of the image and of each layer; the other variant's when built here
 
+With --updates, the update loop's figures instead (issue 16), in one run:
+  outdated, warm      `ops images outdated` on images/course, both variants and the base,
+                      once to warm the caches (uv's, the base's bootstrap), then timed:
+                      target <= 10 s
+  cold build          the tiny test image (tests/images/tiny), every layer built: the baseline
+  update of one pin   `ops images update` (the whole CLI: the check, the re-lock, the rebuild
+                      of that slice's layer and those after it, the image's tests) after a
+                      pure-Python package gets a newer release on a package index on
+                      127.0.0.1 (pypiserver): target <= 25% of the cold build
+  update, no change   `ops images update` again: nothing outdated, nothing built
+The update is measured on the tiny image, not the course image: a cold build of the course
+image (torch and the rest, about 3 GB) takes many minutes on a 2-core machine and a full
+wheelhouse, so its ratio would need a bigger machine; the output says which image it used.
+
     python bench/images.py [--variant cpu] [--wheelhouse DIR]
+    python bench/images.py --updates [--find-links DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -60,14 +77,139 @@ def mb(n: int) -> str:
     return f"{n / 1e6:,.0f} MB"
 
 
+def ops_cli(*args: str, env: dict[str, str] | None = None,
+            ok: tuple[int, ...] = (0,)) -> tuple[float, subprocess.CompletedProcess[str]]:
+    """One `ops ...` run, as CI runs it: its wall time and its result."""
+    t0 = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "ops", *args], capture_output=True,
+                          text=True, cwd=REPO, env=env, check=False)
+    seconds = time.monotonic() - t0
+    if done.returncode not in ok:
+        raise SystemExit(f"ops {' '.join(args)} exited {done.returncode}:\n"
+                         f"{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+    return seconds, done
+
+
+def _torch_links(given: Path | None) -> list[str]:
+    """--find-links for torch's CPU build: the option, $OPS_FIND_LINKS, else /opt/wheels."""
+    if given is not None:
+        return ["--find-links", str(given)]
+    if os.environ.get("OPS_FIND_LINKS"):
+        return []  # ops reads it
+    return ["--find-links", "/opt/wheels"] if Path("/opt/wheels").is_dir() else []
+
+
+def _tiny_tools(into: Path, wheelhouse: Path) -> None:
+    """pytest and its requirements for the tiny image: the wheelhouse's, else PyPI's."""
+    from tests.lab import pkgindex
+
+    try:
+        pkgindex.copy_wheels(wheelhouse, ["pytest", "pluggy", "iniconfig", "packaging",
+                                          "pygments"], into)
+    except FileNotFoundError:
+        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:",
+                        "--python-version", "3.11", "--dest", str(into), "pytest"], check=True)
+
+
+def updates(args: argparse.Namespace) -> None:
+    """The update loop's figures (see the module's docstring)."""
+    import docker
+
+    from tests.lab import pkgindex
+
+    rows: list[tuple[str, float, str, str]] = []
+    links = _torch_links(args.find_links)
+    print("outdated on images/course (both variants and the base), warming the caches ...",
+          flush=True)
+    first, _ = ops_cli("images", "outdated", *links, ok=(0, 9))
+    print(f"  first run {first:.1f} s", flush=True)
+    runs = [ops_cli("images", "outdated", *links, ok=(0, 9)) for _ in range(3)]
+    warm = min(t for t, _ in runs)
+    said = "something outdated (exit 9)" if runs[0][1].returncode == 9 else "nothing outdated"
+    rows.append(("outdated, warm (cpu + cuda + base), best of 3", warm, "",
+                 f"<= 10 s: {'met' if warm <= 10 else 'MISSED'}  ({said}; runs "
+                 f"{', '.join(f'{t:.1f}' for t, _ in runs)} s; first {first:.1f} s)"))
+
+    client = docker.from_env()
+    with tempfile.TemporaryDirectory(prefix="bench-updates-") as tmp:
+        root = Path(tmp)
+        packages = root / "packages"
+        pkgindex.make_wheel(packages, "courseops-demo", "1.0")
+        pkgindex.make_wheel(packages, "courseops-extra", "1.0")
+        _tiny_tools(packages, args.wheelhouse)
+        image = root / "tiny"
+        shutil.copytree(REPO / "tests" / "images" / "tiny", image,
+                        ignore=shutil.ignore_patterns("build", "lock"))
+        repository = f"course-ops/course-tiny-bench-{os.getpid()}"
+        yml = image / "image.yml"
+        yml.write_text(yml.read_text().replace("repository: course-ops/course-tiny",
+                                               f"repository: {repository}"))
+        # a wheelhouse port of this run's own (the fixed one may be another checkout's, and
+        # a port that differs between the cold build and the update is a cache miss)
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            wh.PORT = int(sock.getsockname()[1])
+        with pkgindex.serve(packages) as url:
+            env = {**os.environ, "OPS_INDEX_URL": url, "OPS_WHEELHOUSE_PORT": str(wh.PORT)}
+            try:
+                print("tiny image: locking (Debian, Python) and making its base ...",
+                      flush=True)
+                ops_cli("images", "lock", "--debian", "--image", str(image), env=env)
+                ops_cli("images", "lock", "--image", str(image), env=env)
+                spec = spec_mod.load(image)
+                variant = spec.variant("test")
+                p = build_mod.prepare(client, spec, variant, cuda=None, log=quiet)
+                print(f"cold build of {p.ref} (no layer cache) ...", flush=True)
+                cold = build_mod.build(client, p, wheelhouse=packages, offline=True,
+                                       force=True, nocache=True, log=quiet)
+                rows.append(("cold build, tiny image (baseline)", cold.seconds, "100%", ""))
+                pkgindex.make_wheel(packages, "courseops-demo", "2.0")
+                print("courseops-demo 2.0 on the index; ops images update ...", flush=True)
+                upd, done = ops_cli("images", "update", "--image", str(image),
+                                    "--wheelhouse", str(packages), env=env)
+                text = done.stdout
+                assert "| test | courseops-demo | 1.0 | 2.0 | update |" in text, text
+                assert "tests: passed" in text, text
+                layers = next((ln[2:] for ln in text.splitlines()
+                               if ln.startswith("- layers:")), "")
+                rows.append(("update of one pin (courseops-demo), whole CLI", upd,
+                             f"{upd / cold.seconds:.1%}",
+                             f"<= 25%: {'met' if upd <= 0.25 * cold.seconds else 'MISSED'}"
+                             f"  ({layers})"))
+                again, done = ops_cli("images", "update", "--image", str(image),
+                                      "--wheelhouse", str(packages), env=env)
+                assert "Nothing is outdated" in done.stdout, done.stdout
+                rows.append(("update again (nothing outdated)", again,
+                             f"{again / cold.seconds:.1%}", ""))
+            finally:
+                for i in client.images.list(repository):
+                    for t in i.tags:
+                        with contextlib.suppress(docker.errors.APIError):
+                            client.images.remove(t)
+    print()
+    print("update figures on the TINY TEST IMAGE (tests/images/tiny), not the course image:")
+    print("a cold build of the course image is too slow for this machine (see the docstring)")
+    print(f"{'figure':<48}{'seconds':>9}{'of cold':>9}  target")
+    for what, seconds, ratio, target in rows:
+        print(f"{what:<48}{seconds:>9.1f}{ratio:>9}  {target}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--updates", action="store_true",
+                    help="the update loop's figures (outdated, update of one pin) instead")
+    ap.add_argument("--find-links", type=Path, default=None,
+                    help="torch's CPU wheel, for --updates (default: $OPS_FIND_LINKS, else "
+                         "/opt/wheels)")
     ap.add_argument("--variant", default="cpu")
     ap.add_argument("--wheelhouse", type=Path,
                     default=Path(os.environ.get("OPS_WHEELHOUSE",
                                                 Path.home() / ".cache/course-ops/wheelhouse")))
     ap.add_argument("-i", "--inventory", type=Path, default=REPO / "inventory" / "lab")
     args = ap.parse_args()
+    if args.updates:
+        updates(args)
+        return
     cuda = load_vars_only(args.inventory).get("course_image_cuda")
     client = lab._client()
     spec = spec_mod.load()

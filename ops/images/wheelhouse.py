@@ -20,6 +20,7 @@ import hashlib
 import http.server
 import json
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -41,7 +42,8 @@ Log = Callable[[str], None]
 
 #: A fixed port keeps the build arguments, and so Docker's layer cache, the same
 #: from one build to the next; another free port is used when it is taken.
-PORT = 47831
+#: $OPS_WHEELHOUSE_PORT sets another (machines where several checkouts build at once).
+PORT = int(os.environ.get("OPS_WHEELHOUSE_PORT") or 47831)
 _INDEX = ".course-ops-hashes.json"
 
 

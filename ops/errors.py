@@ -21,6 +21,7 @@ class ExitCode(IntEnum):
     ABORTED = 6  # the user answered no
     REFUSED = 7  # a guard stopped a change too large to be meant (--allow-mass-change)
     NOT_CHECKED = 8  # a verify area had nothing it could check (no image pushed yet, ...)
+    OUTDATED = 9  # `ops images outdated`: something has a newer version (CI branches on it)
     INTERRUPTED = 130  # Ctrl-C
 
 

@@ -20,6 +20,7 @@ import requests.exceptions
 
 from ops import REPO_ROOT, __version__, lab
 from ops.errors import OpsError
+from ops.images import debian
 from ops.images import spec as spec_mod
 from ops.images import wheelhouse as wh
 from ops.images.spec import ImageSpec, Lock, Variant
@@ -61,22 +62,38 @@ class Built:
     seconds: float = 0.0
     steps: int = 0
     cached_steps: int = 0
+    #: each step: its number, its instruction, and whether it came from Docker's cache
+    step_log: list[tuple[int, str, bool]] = field(default_factory=list)
     manifest: Path | None = None
     image_id: str = ""
     log: list[str] = field(default_factory=list)
 
 
+def bootstrap_tag(client: Any, spec: ImageSpec, log: Log, *, make: bool = True) -> str:
+    """The debootstrap image of base/packages.txt (made when ``make`` and missing)."""
+    assert spec.base_debootstrap is not None
+    if make:
+        return lab.ensure_base_image(client, log=log, image_dir=spec.base_debootstrap,
+                                     repository=BASE_REPOSITORY, changes=BASE_CHANGES)
+    return lab.base_image_tag(spec.base_debootstrap, BASE_REPOSITORY, BASE_CHANGES)
+
+
 def ensure_base(client: Any, spec: ImageSpec, log: Log, *, make: bool = True) -> tuple[str, str]:
-    """The base image (made with debootstrap when the spec says so): its name and id.
+    """The base image (made with debootstrap, at the versions base/packages.lock records,
+    when the spec says so): its name and id.
 
     ``make=False`` only looks: a missing base is an error, never minutes of debootstrap.
     """
     if spec.base_debootstrap is not None:
+        assert spec.debian_lock_path is not None
+        lock = debian.parse_lock(spec.debian_lock_path)
+        bootstrap = bootstrap_tag(client, spec, log, make=make)
         if make:
-            name = lab.ensure_base_image(client, log=log, image_dir=spec.base_debootstrap,
-                                         repository=BASE_REPOSITORY, changes=BASE_CHANGES)
+            name = debian.ensure_locked_base(client, bootstrap, lock,
+                                             changes=list(BASE_CHANGES), log=log)
         else:
-            name = lab.base_image_tag(spec.base_debootstrap, BASE_REPOSITORY, BASE_CHANGES)
+            debian.check_bootstrap(lock, bootstrap)
+            name = debian.locked_tag(bootstrap, lock)
     else:
         name = str(spec.base_image)
     try:
@@ -157,7 +174,8 @@ def labels(p: Prepared) -> dict[str, str]:
 def build(client: Any, p: Prepared, *, wheelhouse: Path | None, offline: bool = False,
           exists_elsewhere: Callable[[str], str | None] | None = None,
           force: bool = False, nocache: bool = False, log: Log = _LOG.info,
-          progress: Callable[[int, int, str], None] | None = None) -> Built:
+          progress: Callable[[int, int, str], None] | None = None,
+          index_url: str | None = None) -> Built:
     """Build ``p`` unless its tag exists here (or where ``exists_elsewhere`` says)."""
     if not force:
         if exists_locally(client, p.ref):
@@ -174,7 +192,7 @@ def build(client: Any, p: Prepared, *, wheelhouse: Path | None, offline: bool = 
         # PyPI has no wheel of these: build them (once, hash-checked) and serve them beside it
         wheelhouse, index = SOURCE_WHEELS, ""
         wh.fill(wheelhouse, p.lock, log, python=p.spec.python, platform=p.spec.platform,
-                sources=p.sources, only=from_source)
+                sources=p.sources, only=from_source, index_url=index_url)
     elif wheelhouse is not None:
         wheelhouse = wheelhouse.resolve()
         if offline:
@@ -187,7 +205,7 @@ def build(client: Any, p: Prepared, *, wheelhouse: Path | None, offline: bool = 
                     hint="drop --offline to fetch them, or add them to the wheelhouse")
         else:
             wh.fill(wheelhouse, p.lock, log, python=p.spec.python, platform=p.spec.platform,
-                    sources=p.sources)
+                    sources=p.sources, index_url=index_url)
     built = Built(p)
     with (wh.serve(wheelhouse) if wheelhouse else _no_server()) as url:
         if url:
@@ -242,6 +260,7 @@ def _follow(stream: Iterable[dict[str, Any]], built: Built, log: Log,
             m = _STEP_RE.match(line)
             if m:
                 built.steps = int(m.group(2))
+                built.step_log.append((int(m.group(1)), m.group(3), False))
                 last_step = f"step {m.group(1)}/{m.group(2)} ({m.group(3)[:60]})"
                 if progress:
                     progress(int(m.group(1)), int(m.group(2)), m.group(3))
@@ -249,6 +268,9 @@ def _follow(stream: Iterable[dict[str, Any]], built: Built, log: Log,
                     log(f"step {m.group(1)}/{m.group(2)}: {m.group(3)[:90]}")
             elif "Using cache" in line:
                 built.cached_steps += 1
+                if built.step_log:
+                    number, text, _ = built.step_log[-1]
+                    built.step_log[-1] = (number, text, True)
             else:
                 _LOG.info("  %s", line)
 

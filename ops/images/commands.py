@@ -1,4 +1,5 @@
-"""`ops images ...`: lock, build, test, push, pull, prune, status (registered by ops.cli)."""
+"""`ops images ...`: lock, build, test, push, pull, prune, status, outdated, update
+(registered by ops.cli)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,17 @@ from ops.images import spec as spec_mod
 
 @click.group()
 def images() -> None:
-    """The course image: lock, build, test, push, pull, prune, status."""
+    """The course image: lock, build, test, push, pull, prune, status, outdated, update."""
+
+
+index_option = click.option(
+    "--index-url", default=lambda: os.environ.get("OPS_INDEX_URL") or None, metavar="URL",
+    help="The Python package index (default: $OPS_INDEX_URL, else PyPI).")
+
+
+def _find_links(given: tuple[Path, ...]) -> list[Path]:
+    return list(given) or [Path(p) for p in os.environ.get("OPS_FIND_LINKS", "").split(":")
+                           if p]
 
 
 variant_option = click.option(
@@ -27,8 +38,14 @@ variant_option = click.option(
 )
 
 
-def _spec_and_variants(variants: tuple[str, ...]) -> tuple[spec_mod.ImageSpec, list[Any]]:
-    spec = spec_mod.load()
+image_option = click.option(
+    "--image", "image_dir", type=click.Path(file_okay=False, exists=True, path_type=Path),
+    default=None, help="The image's directory (image.yml, locks). Default: images/course.")
+
+
+def _spec_and_variants(variants: tuple[str, ...], image_dir: Path | None = None
+                       ) -> tuple[spec_mod.ImageSpec, list[Any]]:
+    spec = spec_mod.load(image_dir) if image_dir else spec_mod.load()
     chosen = [spec.variant(v) for v in variants] if variants else list(spec.variants.values())
     return spec, chosen
 
@@ -85,22 +102,50 @@ def identity_options(f: Any) -> Any:
               default=lambda: os.environ.get("OPS_WHEELHOUSE") or None,
               help="Leave the wheels built from source (image.yml's from_source) here "
                    "(default: $OPS_WHEELHOUSE; without one, `ops images fetch` builds them).")
+@index_option
+@click.option("--debian", is_flag=True,
+              help="Lock the base's Debian packages instead (base/packages.lock): what "
+                   "debootstrap and the suite's archives, security included, install now.")
+@image_option
 @common
 @pass_opts
 def lock_cmd(opts: Opts, variants: tuple[str, ...], upgrade: tuple[str, ...],
-             find_links: tuple[Path, ...], wheelhouse: Path | None) -> None:
+             find_links: tuple[Path, ...], wheelhouse: Path | None, index_url: str | None,
+             debian: bool, image_dir: Path | None) -> None:
     """Re-resolve requirements.in into lock/<variant>.txt (uv, with hashes)."""
     from ops.images import lock as lock_mod
 
-    spec, chosen = _spec_and_variants(variants)
-    links = list(find_links) or [Path(p) for p in os.environ.get("OPS_FIND_LINKS", "").split(":")
-                                 if p]
+    spec, chosen = _spec_and_variants(variants, image_dir)
+    if debian:
+        _lock_debian(opts, spec)
+        return
+    links = _find_links(find_links)
     for variant in chosen:
         path, changed = lock_mod.lock(spec, variant, cuda=_cuda(opts), find_links=links,
-                                      upgrade=upgrade, wheelhouse=wheelhouse, log=opts.say)
+                                      upgrade=upgrade, wheelhouse=wheelhouse, log=opts.say,
+                                      index_url=index_url)
         lock = spec_mod.parse_lock(path)
         out.print(f"{path}: {len(lock.packages)} packages, torch {lock.version('torch')}"
                   f" ({'changed' if changed else 'unchanged'})")
+
+
+def _lock_debian(opts: Opts, spec: spec_mod.ImageSpec) -> None:
+    from ops.images import build as build_mod
+    from ops.images import debian
+
+    if spec.debian_lock_path is None:
+        raise UsageError(f"{spec.file}: the base is an image given by name, not made here",
+                         hint="its packages are locked where it is made")
+    client = _client()
+    bootstrap = build_mod.bootstrap_tag(client, spec, opts.say)
+    resolution = debian.resolve(client, bootstrap, log=opts.say)
+    path = spec.debian_lock_path
+    text = debian.format_lock(bootstrap, resolution.resolved)
+    changed = not path.exists() or path.read_text() != text
+    if changed:
+        path.write_text(text)
+    out.print(f"{path}: {len(resolution.resolved)} Debian packages "
+              f"({'changed' if changed else 'unchanged'})")
 
 
 def _wheelhouse_option(required: bool) -> Any:
@@ -139,11 +184,13 @@ def fetch_cmd(opts: Opts, variants: tuple[str, ...], wheelhouse: Path) -> None:
 @_wheelhouse_option(required=False)
 @click.option("--offline", is_flag=True, help="Never download: the wheelhouse must have all.")
 @identity_options
+@index_option
+@image_option
 @common
 @pass_opts
 def build_cmd(opts: Opts, variants: tuple[str, ...], if_changed: bool, force: bool,
               wheelhouse: Path | None, offline: bool, ca_bundle: Path | None,
-              uid: int | None) -> None:
+              uid: int | None, index_url: str | None, image_dir: Path | None) -> None:
     """Render image.yml + Dockerfile.j2 and build, tagged by content; skip if up to date."""
     from ops.images import build as build_mod
 
@@ -151,7 +198,7 @@ def build_cmd(opts: Opts, variants: tuple[str, ...], if_changed: bool, force: bo
         raise UsageError("--offline needs --wheelhouse DIR")
     if force and if_changed:
         raise UsageError("--force and --if-changed contradict each other")
-    spec, chosen = _spec_and_variants(variants)
+    spec, chosen = _spec_and_variants(variants, image_dir)
     client = _client()
     registry = _registry_or_none(opts, spec) if if_changed else None
     rows: list[tuple[str, str, str, str]] = []
@@ -167,7 +214,7 @@ def build_cmd(opts: Opts, variants: tuple[str, ...], if_changed: bool, force: bo
         with _progress(opts, f"building {variant.name}") as progress:
             built = build_mod.build(client, p, wheelhouse=wheelhouse, offline=offline,
                                     exists_elsewhere=elsewhere, force=force, log=opts.say,
-                                    progress=progress)
+                                    progress=progress, index_url=index_url)
         if built.skipped:
             opts.say(f"{variant.name}: up to date ({built.skipped})")
             rows.append((variant.name, p.ref, "up to date", "-"))
@@ -232,7 +279,8 @@ def test_cmd(opts: Opts, variants: tuple[str, ...], gpu: bool | None, uid: int |
     for variant in chosen:
         p = _prepared(opts, variant, spec, client, uid, ca_bundle)
         with_gpu = variant.cuda and (smoke.host_has_gpu(client) if gpu is None else gpu)
-        checks = smoke.run(client, p.ref, port=spec.port, gpu=with_gpu, log=opts.say)
+        checks = smoke.run(client, p.ref, port=spec.port, gpu=with_gpu, log=opts.say,
+                           jupyter=spec.jupyter)
         t = Table("check", "result", "detail", title=p.ref)
         for c in checks:
             t.add_row(c.name, styled("ok", "green") if c.ok else styled("FAILED", "red"), c.detail)
@@ -257,7 +305,6 @@ def push_cmd(opts: Opts, variants: tuple[str, ...], uid: int | None,
     client = _client()
     registry = reg.from_inventory(opts.inventory, spec.repository)
     registry.require_auth()
-    state = reg.load_state(opts.inventory)
     for variant in chosen:
         p = _prepared(opts, variant, spec, client, uid, ca_bundle, local=False)
         digest = registry.digest(p.tag)
@@ -268,15 +315,23 @@ def push_cmd(opts: Opts, variants: tuple[str, ...], uid: int | None,
             digest = reg.push(client, registry, p.ref, p.tag, opts.say)
         if not digest:
             raise OpsError(f"the registry gave no digest for {p.tag}", hint="push again")
-        import datetime
-
-        now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-        state[variant.name] = {"tag": p.tag, "digest": digest, "ref": registry.server_ref(p.tag),
-                               "pushed_at": now}
-        reg.save_state(opts.inventory, state,
-                       reg.record_push(reg.load_history(opts.inventory), variant.name, p.tag,
-                                       digest, now))
+        _record_push(opts, registry, variant.name, p.tag, digest)
         out.print(f"{variant.name}: {registry.server_ref(p.tag)}")
+
+
+def _record_push(opts: Opts, registry: Any, variant: str, tag: str, digest: str) -> None:
+    """The variant's pushed tag in state/images.json, and the push in its history (what
+    `ops images prune` keeps)."""
+    import datetime
+
+    from ops.images import registry as reg
+
+    now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    state = reg.load_state(opts.inventory)
+    state[variant] = {"tag": tag, "digest": digest, "ref": registry.server_ref(tag),
+                      "pushed_at": now}
+    reg.save_state(opts.inventory, state,
+                   reg.record_push(reg.load_history(opts.inventory), variant, tag, digest, now))
 
 
 @images.command("pull")
@@ -387,3 +442,173 @@ def status_cmd(opts: Opts, fmt: str) -> None:
                   r["pushed"] or "-", "yes" if r["in_registry"] else "no",
                   *("yes" if ok else styled("no", "red") for ok in r["servers"].values()))
     out.print(t)
+
+
+# --------------------------------------------------------------------------- updates
+
+
+def _outdated_report(opts: Opts, spec: spec_mod.ImageSpec, chosen: list[Any],
+                     find_links: tuple[Path, ...], index_url: str | None) -> Any:
+    from ops.images import outdated as od
+
+    opts.say(f"checking {', '.join(v.name for v in chosen)} and the base for newer versions")
+    return od.check(_client(), spec, chosen, find_links=_find_links(find_links),
+                    index_url=index_url, log=opts.say)
+
+
+def _print_outdated(report: Any) -> None:
+    for v in report.variants:
+        if v.error:
+            out.print(f"{v.variant}: not checked: {v.error}")
+            continue
+        shown = [p for p in v.packages if p.outdated or p.held]
+        title = (f"{v.variant}: {len(v.outdated)} outdated, "
+                 f"{sum(p.held for p in v.packages)} held back, "
+                 f"{len(v.packages) - len(shown)} up to date")
+        if not shown:
+            out.print(title)
+            continue
+        t = Table("package", "layer", "locked", "wanted", "latest", "", title=title)
+        for p in shown:
+            note = (styled("outdated", "yellow") if p.outdated else
+                    "pinned (image.yml)" if p.pinned else "held back")
+            t.add_row(p.name, p.layer, p.locked, p.wanted or "(dropped)", p.latest or "?", note)
+        out.print(t)
+    d = report.debian
+    if d.status == "error":
+        out.print(f"debian: not checked: {d.error}")
+        return
+    security = sum(p.security for p in d.packages)
+    titles = {"checked": f"debian ({d.base}): {len(d.packages)} pending, {security} security",
+              "unlocked": f"debian: {d.lock} does not exist yet (`ops images lock --debian`)",
+              "stale": f"debian: {d.lock} was made for another package list than {d.base}",
+              "unmanaged": f"debian ({d.base}, given by name): {len(d.packages)} pending"}
+    t = Table("package", "locked", "candidate", "", title=titles[d.status])
+    for p in d.packages:
+        t.add_row(p.name, p.locked or "(new)", p.candidate or "(removed)",
+                  styled("security", "red") if p.security else "")
+    out.print(t if d.packages else titles[d.status])
+
+
+@images.command("outdated")
+@variant_option
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+              help="json: the document of ops/images/outdated.schema.json.")
+@click.option("--find-links", "find_links", multiple=True,
+              type=click.Path(file_okay=False, exists=True, path_type=Path),
+              help="Also look for wheels here (torch's CPU build). "
+                   "Default: $OPS_FIND_LINKS, colon-separated.")
+@index_option
+@image_option
+@common
+@pass_opts
+def outdated_cmd(opts: Opts, variants: tuple[str, ...], fmt: str, find_links: tuple[Path, ...],
+                 index_url: str | None, image_dir: Path | None) -> None:
+    """What has a newer version: each locked Python package (what a re-lock picks, and the
+    newest release) and the base's Debian packages (security updates marked).
+
+    Exits 0 when nothing is outdated, 9 (OUTDATED) when something is, 1 when a check could
+    not run."""
+    import sys
+
+    from ops.errors import ExitCode
+
+    spec, chosen = _spec_and_variants(variants, image_dir)
+    report = _outdated_report(opts, spec, chosen, find_links, index_url)
+    if fmt == "json":
+        from ops.images import outdated as od
+
+        out.print(od.dumps(report), end="", markup=False)
+    else:
+        _print_outdated(report)
+    for line in report.errors:
+        err.print(f"ops: error: {line}")
+    if report.outdated:
+        opts.say("something is outdated: `ops images update` re-locks it")
+        sys.exit(ExitCode.OUTDATED)
+    if report.errors:
+        sys.exit(ExitCode.FAILED)
+    opts.say("nothing is outdated")
+
+
+@images.command("update")
+@variant_option
+@click.option("--security-only", is_flag=True,
+              help="Only security fixes: Debian's security updates, and Python packages "
+                   "pip-audit knows a vulnerability of that a newer allowed version fixes.")
+@click.option("--package", "packages", multiple=True, metavar="NAME",
+              help="Only this Python package (repeatable); the base is left as it is.")
+@click.option("--push", is_flag=True,
+              help="Push the new tags to the course registry and record them in "
+                   "state/images.json.")
+@click.option("--summary", "summary_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the Markdown summary to this file (for a merge request).")
+@click.option("--find-links", "find_links", multiple=True,
+              type=click.Path(file_okay=False, exists=True, path_type=Path),
+              help="Also look for wheels here (torch's CPU build). "
+                   "Default: $OPS_FIND_LINKS, colon-separated.")
+@_wheelhouse_option(required=False)
+@index_option
+@identity_options
+@image_option
+@common
+@pass_opts
+def update_cmd(opts: Opts, variants: tuple[str, ...], security_only: bool,
+               packages: tuple[str, ...], push: bool, summary_file: Path | None,
+               find_links: tuple[Path, ...], wheelhouse: Path | None, index_url: str | None,
+               ca_bundle: Path | None, uid: int | None, image_dir: Path | None) -> None:
+    """Re-lock what is outdated, rebuild (only the layers whose slices changed), run the
+    image's tests and, with --push, push; print a summary for a merge request."""
+    from ops.images import outdated as od
+    from ops.images import update as up
+
+    spec, chosen = _spec_and_variants(variants, image_dir)
+    registry = None
+    if push:
+        from ops.images import registry as reg
+
+        registry = reg.from_inventory(opts.inventory, spec.repository)
+        registry.require_auth()
+    report = _outdated_report(opts, spec, chosen, find_links, index_url)
+    audits = {}
+    if security_only:
+        for v in chosen:
+            opts.say(f"{v.name}: asking pip-audit (PyPI's advisory data) about the lock")
+            audits[v.name] = od.audit(spec.lock_path(v.name))
+            a = audits[v.name]
+            opts.say(f"{v.name}: pip-audit: {a.unavailable} - going on without it"
+                     if a.unavailable else
+                     f"{v.name}: pip-audit: {len(a.vulnerabilities)} known vulnerabilit"
+                     f"{'y' if len(a.vulnerabilities) == 1 else 'ies'} in {a.audited} "
+                     f"packages ({a.skipped} not audited)")
+    the_plan = up.plan(report, security_only=security_only, audits=audits, packages=packages)
+
+    def do_push(p: Any) -> str:
+        return _push_recorded(opts, registry, p)
+
+    result = up.apply(_client(), spec, chosen, report, the_plan, cuda=_cuda(opts),
+                      find_links=_find_links(find_links), index_url=index_url,
+                      wheelhouse=wheelhouse, security_only=security_only, uid=uid,
+                      ca_bundle=ca_bundle, push=do_push if registry is not None else None,
+                      log=opts.say)
+    text = up.summary(result)
+    out.print(text, end="", markup=False)
+    if summary_file is not None:
+        summary_file.write_text(text)
+    if result.nothing:
+        opts.say("nothing is outdated: no lock changed, nothing was built")
+    if not result.passed:
+        raise OpsError("the updated image failed its tests; the lock files are as they were",
+                       hint="see the summary above (-v: every check's output)")
+
+
+def _push_recorded(opts: Opts, registry: Any, p: Any) -> str:
+    """Push a prepared build (unless the registry has its tag) and record it as the
+    variant's pushed tag in state/images.json, as `ops images push` does."""
+    from ops.images import registry as reg
+
+    digest = registry.digest(p.tag) or reg.push(_client(), registry, p.ref, p.tag, opts.say)
+    if not digest:
+        raise OpsError(f"the registry gave no digest for {p.tag}", hint="push again")
+    _record_push(opts, registry, p.variant.name, p.tag, digest)
+    return str(registry.server_ref(p.tag))

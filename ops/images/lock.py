@@ -41,7 +41,7 @@ SOURCES_HEADER = (
 )
 
 
-def _uv() -> str:
+def uv_binary() -> str:
     found = shutil.which("uv") or shutil.which("uv", path=str(Path(sys.executable).parent))
     if not found:
         raise OpsError("uv is not installed", hint="pip install -e . installs it with course-ops")
@@ -49,19 +49,26 @@ def _uv() -> str:
 
 
 def argv(spec: ImageSpec, variant: Variant, src: Path, out: Path,
-         find_links: Sequence[Path], upgrade: Sequence[str]) -> list[str]:
+         find_links: Sequence[Path], upgrade: Sequence[str],
+         index_url: str | None = None) -> list[str]:
     cmd = [
-        _uv(), "pip", "compile", str(src), "--output-file", str(out), "--generate-hashes",
+        uv_binary(), "pip", "compile", str(src), "--output-file", str(out), "--generate-hashes",
         "--python-version", spec.python, "--python-platform", spec.platform,
         "--no-header", "--quiet",
     ]
     for d in find_links:
         cmd += ["--find-links", str(d)]
+    cmd += index_args(index_url)
     if out.exists():
         cmd += [f"--upgrade-package={name}" for name in upgrade]
     else:
         cmd.append("--upgrade")
     return cmd
+
+
+def index_args(index_url: str | None) -> list[str]:
+    """uv's arguments for another package index than PyPI (a course's mirror, a test's)."""
+    return ["--default-index", index_url] if index_url else []
 
 
 def _compile(cmd: list[str], what: str) -> None:
@@ -76,7 +83,8 @@ def _compile(cmd: list[str], what: str) -> None:
 
 def lock(spec: ImageSpec, variant: Variant, *, cuda: str | None,
          find_links: Sequence[Path] = (), upgrade: Sequence[str] = (),
-         wheelhouse: Path | None = None, log: Log = _LOG.info) -> tuple[Path, bool]:
+         wheelhouse: Path | None = None, log: Log = _LOG.info,
+         index_url: str | None = None) -> tuple[Path, bool]:
     """Write ``lock/<variant>.txt`` (and lock/sources.txt when the variant has projects
     built from source); return its path and whether it changed. The wheels built from
     source are left in ``wheelhouse`` when one is given."""
@@ -93,7 +101,7 @@ def lock(spec: ImageSpec, variant: Variant, *, cuda: str | None,
         out = Path(tmp) / f"{variant.name}.txt"
         if target.exists():  # keep the other pins where they are (uv's --upgrade-package)
             out.write_text(preferences(spec, target, target.read_text()))
-        cmd = argv(spec, variant, src, out, find_links, upgrade)
+        cmd = argv(spec, variant, src, out, find_links, upgrade, index_url)
         log(f"resolving the {variant.name} variant with uv")
         _compile(cmd, f"the {variant.name} variant")
         text = header + out.read_text().replace(str(src), "requirements.in")
@@ -102,11 +110,12 @@ def lock(spec: ImageSpec, variant: Variant, *, cuda: str | None,
     built = sorted(set(spec.from_source) & set(resolved.packages))
     if built:
         sources_text = lock_sources(spec, [resolved.packages[n] for n in built],
-                                    upgrade=upgrade, log=log)
+                                    upgrade=upgrade, log=log, index_url=index_url)
         sources = spec_mod.SourceBuilds(spec_mod.parse_lock(spec.sources_path, sources_text),
                                         frozenset(spec.from_source))
         for name in built:
-            wheel_hash = build_locked(spec, sources, resolved.packages[name], wheelhouse, log)
+            wheel_hash = build_locked(spec, sources, resolved.packages[name], wheelhouse, log,
+                                      index_url)
             text = with_wheel_hash(text, resolved.packages[name], wheel_hash)
     new = spec_mod.parse_lock(target, text)
     spec_mod.check_lock(spec, variant, new, cuda, sources)
@@ -154,7 +163,7 @@ def preferences(spec: ImageSpec, path: Path, text: str) -> str:
 
 
 def lock_sources(spec: ImageSpec, projects: Sequence[Locked], *, upgrade: Sequence[str] = (),
-                 log: Log = _LOG.info) -> str:
+                 log: Log = _LOG.info, index_url: str | None = None) -> str:
     """lock/sources.txt's text: each project's sdist (uv's hashes) and the build tools
     that image.yml names for them (resolved by uv, wheels only, kept at their pins)."""
     target = spec.sources_path
@@ -170,9 +179,9 @@ def lock_sources(spec: ImageSpec, projects: Sequence[Locked], *, upgrade: Sequen
         if old:
             out.write_text("".join(p.requirement() for n, p in sorted(old.packages.items())
                                    if n not in spec.from_source))
-        cmd = [_uv(), "pip", "compile", str(src), "--output-file", str(out),
+        cmd = [uv_binary(), "pip", "compile", str(src), "--output-file", str(out),
                "--generate-hashes", "--only-binary", ":all:", "--python-version", spec.python,
-               "--no-header", "--quiet", "--no-annotate"]
+               "--no-header", "--quiet", "--no-annotate", *index_args(index_url)]
         cmd += [f"--upgrade-package={name}" for name in upgrade] if old else ["--upgrade"]
         log(f"resolving the build tools of {', '.join(p.name for p in projects)} with uv")
         _compile(cmd, "the build tools of image.yml's from_source")
@@ -182,11 +191,12 @@ def lock_sources(spec: ImageSpec, projects: Sequence[Locked], *, upgrade: Sequen
 
 
 def build_locked(spec: ImageSpec, sources: spec_mod.SourceBuilds, package: Locked,
-                 wheelhouse: Path | None, log: Log) -> str:
+                 wheelhouse: Path | None, log: Log, index_url: str | None = None) -> str:
     """Build ``package``'s wheel from its locked sdist; its sha256 (and the wheel, left in
     ``wheelhouse`` if one is given)."""
     with tempfile.TemporaryDirectory(prefix="ops-lock-wheel-") as tmp:
-        wheel = wh.build_from_source(package.name, package.version, sources, Path(tmp), log)
+        wheel = wh.build_from_source(package.name, package.version, sources, Path(tmp), log,
+                                     index_url=index_url)
         digest = wh.sha256(wheel)
         if wheelhouse is not None:
             wheelhouse.mkdir(parents=True, exist_ok=True)

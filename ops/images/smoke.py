@@ -144,8 +144,10 @@ def check_jupyter(client: Any, ref: str, port: int, log: Log) -> list[Check]:
 
 
 def run(client: Any, ref: str, *, port: int, gpu: bool | None = None,
-        log: Log = _LOG.info) -> list[Check]:
+        log: Log = _LOG.info, jupyter: bool = True) -> list[Check]:
+    """Every check of the image; ``jupyter``: Jupyter Lab's too (image.yml's ``jupyter``)."""
     gpu = host_has_gpu(client) if gpu is None else gpu
     checks = [check_identity(client, ref), run_tests(client, ref, gpu=gpu, log=log)]
-    checks += check_jupyter(client, ref, port, log)
+    if jupyter:
+        checks += check_jupyter(client, ref, port, log)
     return checks

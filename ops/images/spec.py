@@ -80,6 +80,13 @@ class ImageSpec:
     pins: dict[str, str] = field(default_factory=dict)  # shared by every variant
     #: Projects published only as source: normalized name -> what builds their wheel.
     from_source: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: The image runs Jupyter Lab (its smoke tests check it); image.yml's ``jupyter``.
+    jupyter: bool = True
+
+    @property
+    def debian_lock_path(self) -> Path | None:
+        """base/packages.lock: the base's Debian packages at exact versions (debootstrap)."""
+        return self.base_debootstrap / "packages.lock" if self.base_debootstrap else None
 
     @property
     def file(self) -> Path:
@@ -173,6 +180,9 @@ def load(directory: Path = COURSE_DIR) -> ImageSpec:
     gid = want(("user", "gid"), int, "a number")
     port = want(("port",), int, "a port number")
     imports = want(("imports",), list, "a list of module names") or []
+    jupyter = data.get("jupyter", True)
+    if not isinstance(jupyter, bool):
+        problems.append((_line(_find(root, "jupyter")), "jupyter: true or false"))
     shared_pins = data.get("pins") or {}
     if not isinstance(shared_pins, dict):
         problems.append((_line(_key(root, "pins")), "pins: a mapping of package: version"))
@@ -289,6 +299,7 @@ def load(directory: Path = COURSE_DIR) -> ImageSpec:
         variants=variants,
         pins={normalize(k): str(v) for k, v in shared_pins.items()},
         from_source=from_source,
+        jupyter=jupyter is not False,
     )
 
 
@@ -620,7 +631,10 @@ def context(
 
 
 def tag_name(spec: ImageSpec, variant: Variant, lock: Lock, digest: str) -> str:
-    """A readable alias and the hash: ``torch2.13.0-cpu-py3.11-<hash12>``."""
-    torch = (lock.version("torch") or "none").split("+")[0]
+    """A readable alias and the hash: ``torch2.13.0-cpu-py3.11-<hash12>`` (an image without
+    torch: ``<variant>-py3.11-<hash12>``)."""
     build = f"cu{lock_cuda(lock)}" if variant.cuda else "cpu"
-    return f"torch{torch}-{build}-py{spec.python}-{digest[:12]}"
+    torch = lock.version("torch")
+    if torch is None:
+        return f"{variant.name}-py{spec.python}-{digest[:12]}"
+    return f"torch{torch.split('+')[0]}-{build}-py{spec.python}-{digest[:12]}"

@@ -20,6 +20,7 @@ import hashlib
 import http.server
 import json
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -41,7 +42,8 @@ Log = Callable[[str], None]
 
 #: A fixed port keeps the build arguments, and so Docker's layer cache, the same
 #: from one build to the next; another free port is used when it is taken.
-PORT = 47831
+#: $OPS_WHEELHOUSE_PORT sets another (machines where several checkouts build at once).
+PORT = int(os.environ.get("OPS_WHEELHOUSE_PORT") or 47831)
 _INDEX = ".course-ops-hashes.json"
 
 
@@ -128,7 +130,8 @@ def _pip(argv: list[str], what: str) -> None:
 
 
 def fill(directory: Path, lock: Lock, log: Log, *, python: str, platform: str,
-         sources: SourceBuilds | None = None, only: Collection[str] | None = None) -> None:
+         sources: SourceBuilds | None = None, only: Collection[str] | None = None,
+         index_url: str | None = None) -> None:
     """Download the lock's missing wheels into ``directory``, for the image's Python and
     platform, not this machine's (pip checks the hashes); build those of projects that
     ``sources`` says come from source, and keep each only if the lock has its hash.
@@ -147,14 +150,16 @@ def fill(directory: Path, lock: Lock, log: Log, *, python: str, platform: str,
             req.flush()
             argv = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
                     "--require-hashes", "--only-binary=:all:", "--implementation", "cp",
-                    "--python-version", python, "--dest", str(directory), "-r", req.name]
+                    "--python-version", python, "--dest", str(directory), "-r", req.name,
+                    *(["--index-url", index_url] if index_url else [])]
             for tag in platforms(platform):
                 argv += ["--platform", tag]
             _pip(argv, "pip download")
     for package in built:
         assert sources is not None
         with tempfile.TemporaryDirectory(prefix="course-ops-wheel-") as tmp:
-            wheel = build_from_source(package.name, package.version, sources, Path(tmp), log)
+            wheel = build_from_source(package.name, package.version, sources, Path(tmp), log,
+                                      index_url=index_url)
             digest = sha256(wheel)
             if digest not in package.hashes:
                 raise OpsError(
@@ -244,7 +249,7 @@ def build_wheel(sdist: Path, tools: Path, out: Path) -> Path:
 
 
 def build_from_source(name: str, version: str, sources: SourceBuilds, out: Path,
-                      log: Log) -> Path:
+                      log: Log, *, index_url: str | None = None) -> Path:
     """Download ``name``'s sdist and the build tools, both hash-checked against
     lock/sources.txt, and build the wheel into ``out``."""
     sdist = sources.sdist(name)
@@ -255,13 +260,14 @@ def build_from_source(name: str, version: str, sources: SourceBuilds, out: Path,
     with tempfile.TemporaryDirectory(prefix="course-ops-source-") as tmp:
         req, tools, got = Path(tmp) / "req.txt", Path(tmp) / "tools", Path(tmp) / "sdist"
         req.write_text(sdist.requirement())
+        index = ["--index-url", index_url] if index_url else []
         _pip([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-              "--require-hashes", "--no-binary=:all:", "--dest", str(got), "-r", str(req)],
-             f"downloading the sdist of {name}=={version}")
+              "--require-hashes", "--no-binary=:all:", "--dest", str(got), "-r", str(req),
+              *index], f"downloading the sdist of {name}=={version}")
         req.write_text("".join(p.requirement() for p in sources.tools()))
         _pip([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
               "--require-hashes", "--only-binary=:all:", "--no-compile", "--target",
-              str(tools), "-r", str(req)], "installing the build tools")
+              str(tools), "-r", str(req), *index], "installing the build tools")
         found = sorted(got.iterdir())
         if len(found) != 1:
             raise OpsError(f"pip downloaded {len(found)} files for the sdist of {name}")

@@ -389,7 +389,8 @@ def test_only_a_cuda_variant_gets_the_gpu(monkeypatch: pytest.MonkeyPatch, varia
     seen: list[bool] = []
     monkeypatch.setattr(commands, "_client", lambda: client)
     monkeypatch.setattr(commands, "_prepared", lambda *a, **k: type("P", (), {"ref": "x"}))
-    monkeypatch.setattr(smoke, "run", lambda c, ref, *, port, gpu, log: seen.append(gpu) or [])
+    monkeypatch.setattr(smoke, "run",
+                        lambda c, ref, *, port, gpu, log, **kw: seen.append(gpu) or [])
     result = CliRunner().invoke(cli, ["images", "test", "--variant", variant])
     assert result.exit_code == 0, result.output
     assert seen == [gpu]
@@ -632,7 +633,8 @@ def test_fetch_keeps_a_wheel_built_from_source_only_with_the_locked_hash(
     lock, sources = _source_lock(tmp_path, wh.sha256(made) if same else H2)
     calls: list[tuple[str, str]] = []
 
-    def build(name: str, version: str, src: object, out: Path, log: object) -> Path:
+    def build(name: str, version: str, src: object, out: Path, log: object,
+              **kw: object) -> Path:
         calls.append((name, version))
         out.mkdir(parents=True, exist_ok=True)
         return Path(shutil.copy(made, out))

@@ -61,6 +61,9 @@ class Options:
     builder: str = "debian"
     #: variable -> where it is set ("file:line"), for messages
     where: dict[str, str] = field(default_factory=dict)
+    #: website_cluster_info: the cluster's facts for the pages (``site.course_cluster``),
+    #: from the inventory; None: the site gets none
+    cluster: dict[str, Any] | None = None
 
 
 @dataclass
@@ -153,7 +156,8 @@ def plan_build(src: Path, options: Options | None = None, *,
         exclude=[*cfg.exclude, *extra] if extra else None,
         static=static,
         time=None if cfg.time_set else source.site_time(source.snapshot(cfg.source)),
-        network=bundler)
+        network=bundler,
+        cluster=opts.cluster)
     return Plan(cfg, theme, pplan, static + rendered, inputs, said)
 
 
@@ -347,9 +351,57 @@ def _options(inventory_dir: Path, merged: dict[str, Any], hostnames: list[str]) 
         raise InputError(path, line, f"website_builder {kind!r} is neither debian nor bundler",
                          hint="debian (the default, no network) or bundler (the site's "
                          "Gemfile.lock; rubygems.org must be reachable)")
+    wanted = merged.get("website_cluster_info", False)
+    path, line = at("website_cluster_info")
+    if not isinstance(wanted, bool):
+        raise InputError(path, line, f"website_cluster_info must be true or false, not "
+                         f"{wanted!r}", hint="true: the pages get site.course_cluster")
     return Options(hostnames, theme_dir, str_list("website_skip_plugins"),
                    str_list("website_link_check_allow"),
-                   " ".join(csp.split()) if csp else None, builder=str(kind), where=where)
+                   " ".join(csp.split()) if csp else None, builder=str(kind), where=where,
+                   cluster=cluster_info(inventory_dir) if wanted else None)
+
+
+def cluster_info(inventory_dir: Path) -> dict[str, Any]:
+    """What the course's pages may say of the cluster (``site.course_cluster`` where
+    ``website_cluster_info`` is true), from the inventory and its state, never from a host:
+    the login node, the hub's address and profiles, the pair's GPU cap, the longest job, the
+    course image jobs run by default."""
+    from ops import roles
+    from ops.images import registry
+
+    try:
+        inv = inv_mod.load(inventory_dir)
+    except (OpsError, OSError):
+        return {}
+    controllers = inv.hosts_in("slurm_controller")
+    hub_hosts = inv.hosts_in("hub") or controllers
+    web = {h.name for h in inv.hosts_in("web")}
+    info: dict[str, Any] = {}
+    if controllers:
+        c = controllers[0].vars
+        info["login_host"] = str(c.get("website_login_host") or controllers[0].name)
+        info["pair_max_gpus"] = roles.setting(c, "slurm", "slurm_pair_max_gpus")
+        info["max_time"] = str(roles.setting(c, "slurm", "slurm_max_time"))
+    if hub_hosts:
+        h = hub_hosts[0]
+        name = (_hostnames([h], role_defaults())[0] if h.name in web else
+                str(roles.setting(h.vars, "jupyterhub", "jupyterhub_hostname")))
+        if "{{" in name:
+            name = h.name
+        info["hub_url"] = f"https://{name}/hub/"
+        info["profiles"] = [
+            {k: p.get(k) for k in ("name", "display", "cores", "gpus", "time")}
+            for p in roles.setting(h.vars, "jupyterhub", "jupyterhub_profiles") or []
+            if isinstance(p, dict)]
+        info["spawn_timeout_minutes"] = int(
+            roles.setting(h.vars, "jupyterhub", "jupyterhub_spawn_timeout")) // 60
+        info["cull_idle_minutes"] = int(
+            roles.setting(h.vars, "jupyterhub", "jupyterhub_cull_idle_timeout")) // 60
+    _, default = registry.store_images(inventory_dir)
+    if default.get("tag"):
+        info["image_tag"] = default["tag"]
+    return info
 
 
 def build_options(inventory_dir: Path) -> Options:

@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-import yaml
 
 from ops import REPO_ROOT
 from ops.errors import InputError, OpsError, UsageError
@@ -342,9 +341,14 @@ class JekyllInputs:
     #: the bundler builder: Jekyll with the site's own gems, and the network (a remote
     #: theme is fetched by jekyll-remote-theme, as on GitHub Pages)
     network: bool = False
+    #: the cluster's facts (website_cluster_info), as ``site.course_cluster``: in the
+    #: override config, never in the site's source
+    cluster: dict[str, Any] | None = None
 
     def override(self) -> dict[str, Any]:
         o: dict[str, Any] = {}
+        if self.cluster is not None:
+            o["course_cluster"] = self.cluster
         if self.time is not None:
             o["time"] = self.time
         if self.theme is not None:
@@ -377,7 +381,10 @@ def theme_gemspec(name: str) -> str:
 
 def _ops_dir(tmp: Path, inputs: JekyllInputs) -> dict[str, dict[str, str]]:
     """Write the override config and the theme's gemspec under ``tmp``; the volumes."""
-    (tmp / "override.yml").write_text(yaml.safe_dump(inputs.override(), sort_keys=True))
+    # JSON is YAML that Ruby's YAML 1.1 reads as written: "04:00:00" stays a string (PyYAML
+    # would leave it unquoted, and Psych would read a sexagesimal 14400)
+    (tmp / "override.yml").write_text(json.dumps(inputs.override(), sort_keys=True,
+                                                 ensure_ascii=False) + "\n")
     volumes = {str(tmp): {"bind": OPS_DIR, "mode": "ro"}}
     theme = inputs.theme
     if theme is not None and theme.path is not None:

@@ -122,6 +122,14 @@ def test_http_redirects_and_https_serves_the_info_page(lab: Path) -> None:
     assert "max-age=" in headers["strict-transport-security"]
 
 
+def test_the_servers_page_names_the_labs_login_node_hub_and_profiles(lab: Path) -> None:
+    """website_cluster_info (the lab's): the page's facts come from the inventory."""
+    status, _, body = fetch(lab, f"{BASEURL}/servers/")
+    assert status == 200
+    assert "ssh you@ctl" in body and "https://ctl/hub/" in body
+    assert "<td>CPU (1 core)</td>" in body and "<td>01:00:00</td>" in body  # the lab's
+
+
 def test_a_real_browser_renders_syllabus_and_staff(lab: Path) -> None:
     webdriver = pytest.importorskip("selenium.webdriver")
     from selenium.webdriver.chrome.service import Service

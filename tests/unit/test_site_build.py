@@ -447,3 +447,55 @@ def test_website_builder_must_be_debian_or_bundler(tmp_path: Path) -> None:
     with pytest.raises(InputError) as e:
         build_options(inv)
     assert e.value.line == 2 and "neither debian nor bundler" in str(e.value)
+
+
+# ---------------------------------------------------------------- the cluster's facts
+def _inventory(tmp_path: Path, extra: str = "") -> Path:
+    inv = tmp_path / "inv"
+    (inv / "group_vars").mkdir(parents=True)
+    (inv / "hosts.yml").write_text(
+        "all:\n  children:\n    slurm_controller:\n      hosts:\n        login1: {}\n"
+        "    web:\n      hosts:\n        login1: {}\n    gpu_servers:\n      hosts:\n"
+        "        gpu1: {}\n")
+    (inv / "group_vars" / "all.yml").write_text(
+        "website_hostname: dl.example.edu\nslurm_pair_max_gpus: 2\n" + extra)
+    return inv
+
+
+def test_the_pages_get_the_clusters_facts_only_where_the_inventory_opts_in(
+        tmp_path: Path) -> None:
+    from ops import site as site_mod
+
+    inv = _inventory(tmp_path)
+    assert site_mod.build_options(inv).cluster is None  # the default: nothing
+    inv = _inventory(tmp_path / "on", "website_cluster_info: true\n"
+                     "jupyterhub_spawn_timeout: 300\n")
+    (inv / "state").mkdir()
+    (inv / "state" / "images.json").write_text(
+        '{"version": 1, "variants": {"cpu": {"tag": "torch2.13.0-cpu-py3.11-abc", '
+        '"digest": "sha256:' + "0" * 64 + '", "pushed_at": "2026-11-30T10:00:00+00:00"}}}')
+    info = site_mod.build_options(inv).cluster
+    assert info == {
+        "login_host": "login1", "pair_max_gpus": 2, "max_time": "24:00:00",
+        "hub_url": "https://dl.example.edu/hub/",
+        "profiles": [{"name": "cpu", "display": "CPU (2 cores)", "cores": 2, "gpus": 0,
+                      "time": "04:00:00"},
+                     {"name": "gpu", "display": "1 GPU (2 cores)", "cores": 2, "gpus": 1,
+                      "time": "04:00:00"}],
+        "spawn_timeout_minutes": 5, "cull_idle_minutes": 60,
+        "image_tag": "torch2.13.0-cpu-py3.11-abc"}
+    # in the build's override config (site.course_cluster), not in the source; written as
+    # JSON, so Ruby's YAML 1.1 keeps "04:00:00" a string (not the sexagesimal 14400)
+    inputs = builder.JekyllInputs(cluster=info)
+    assert inputs.override() == {"course_cluster": info}
+    builder._ops_dir(tmp_path, inputs)
+    assert '"time": "04:00:00"' in (tmp_path / "override.yml").read_text()
+
+
+def test_a_cluster_info_that_is_no_bool_names_its_line(tmp_path: Path) -> None:
+    from ops import site as site_mod
+
+    inv = _inventory(tmp_path, "website_cluster_info: yes please\n")
+    with pytest.raises(InputError) as e:
+        site_mod.build_options(inv)
+    assert e.value.line == 3 and "true or false" in str(e.value)

@@ -19,10 +19,7 @@ and leaves it as it found it (no server running, the roster and the hub's settin
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -35,7 +32,7 @@ from ops.inventory import load
 from ops.state import StateFile
 from tests.lab.conftest import LAB_NAME, docker_exec, ops
 from tests.lab.hub_client import HubError, HubSession, initial_passwords, own_passwords
-from tests.lab.labtools import READABLE, STORE, wait_for
+from tests.lab.labtools import READABLE, STORE, chromium, wait_for
 
 pytestmark = pytest.mark.lab
 ARTIFACTS = REPO_ROOT / "artifacts"
@@ -129,28 +126,6 @@ def locked_version() -> str:
     return m.group(1)
 
 
-def chromium():  # noqa: ANN201
-    webdriver = pytest.importorskip("selenium.webdriver")
-    from selenium.webdriver.chrome.service import Service
-
-    for binary in ("/usr/bin/chromium", "/usr/bin/chromedriver"):
-        if not os.access(binary, os.X_OK):
-            pytest.fail(f"{binary} is missing: apt-get install chromium chromium-driver "
-                        "(scripts/dev installs both)")
-    options = webdriver.ChromeOptions()
-    options.binary_location = "/usr/bin/chromium"
-    profile = tempfile.mkdtemp(prefix="ops-hub-chromium-")
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                "--no-first-run", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--window-size=1280,900",
-                "--ignore-certificate-errors",  # the lab's private CA; in this test only
-                f"--user-data-dir={profile}"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
-    driver.profile_dir = profile
-    return driver
-
-
 @pytest.fixture(scope="module")
 def running(hub: Hub, locked_version: str) -> Iterator[tuple[str, HubSession]]:
     """The first student's GPU-profile server, started in a real browser (JupyterLab
@@ -160,8 +135,7 @@ def running(hub: Hub, locked_version: str) -> Iterator[tuple[str, HubSession]]:
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
     user = hub.students()[0]
-    driver = chromium()
-    try:
+    with chromium("1280,900") as driver:
         driver.set_page_load_timeout(60)
         driver.get(f"{hub.base}/hub/login")
         driver.find_element(By.ID, "username_input").send_keys(user)
@@ -179,9 +153,6 @@ def running(hub: Hub, locked_version: str) -> Iterator[tuple[str, HubSession]]:
         shot = ARTIFACTS / "hub-jupyterlab.png"
         assert driver.save_screenshot(str(shot))
         url = driver.current_url
-    finally:
-        driver.quit()
-        shutil.rmtree(driver.profile_dir, ignore_errors=True)
     assert f"/user/{user}/lab" in url, url
     assert shot.stat().st_size > 10_000
     session = hub.session(user)
@@ -323,5 +294,43 @@ def test_an_idle_server_is_culled_with_its_job(hub: Hub) -> None:
         wait_for("the server's job to end", lambda: not hub_jobs(user),
                  timeout=180 - (time.monotonic() - started), every=2)
     finally:
+        docker_exec("ctl", "sh", "-c", f"cat > {CONFIG} <<'EOF'\n{original}EOF")
+        restart_hub()
+
+
+def test_a_second_gpu_server_of_a_pair_waits_says_why_then_is_cancelled(hub: Hub) -> None:
+    """The pair's GPU cap holds in the hub: the partner's GPU job runs, the student's GPU
+    server waits with the page naming that job, and after the spawn timeout (45 s here)
+    its job is cancelled with a page that says so; no job of it stays."""
+    pair = next(p for p in sorted(set(hub.pair_of.values()))
+                if sum(1 for v in hub.pair_of.values() if v == p) == 2)
+    student, partner = sorted(u for u, p in hub.pair_of.items() if p == pair)
+    original = docker_exec("ctl", "cat", CONFIG)
+    docker_exec("ctl", "sed", "-i", "-e",
+                "s/^c.CourseSlurmSpawner.queue_timeout = .*/c.CourseSlurmSpawner.queue_timeout"
+                " = 45/", CONFIG)
+    holder = ""
+    try:
+        restart_hub()
+        out = docker_exec("ctl", "runuser", "-u", partner, "--", "sh", "-c",
+                          f"cd /home/{partner} && course-sbatch -g 1 -c 1 -J holder sleep 600")
+        holder = re.search(r"Submitted batch job (\d+)", out).group(1)  # type: ignore[union-attr]
+        wait_for("the partner's GPU job to run", lambda: docker_exec(
+            "ctl", "squeue", "-h", "-j", holder, "-o", "%T").strip() == "RUNNING")
+        s = hub.session(student)
+        s.spawn("gpu")
+        events = s.progress(timeout=150)
+        said = [e.get("message", "") for e in events]
+        assert any(f"your pair's GPU is in use by job {holder}" in m for m in said), said
+        assert events[-1].get("failed"), said[-3:]
+        assert "waited 45 s" in said[-1] and f"in use by job {holder}" in said[-1], said[-1]
+        assert "cancelled" in said[-1]
+        wait_for("no job of the cancelled server", lambda: not [
+            j for j in hub_jobs(student) if j["state"] in ("PENDING", "RUNNING")],
+            timeout=60)
+        assert s.server() is None
+    finally:
+        if holder:
+            docker_exec("ctl", "scancel", holder)
         docker_exec("ctl", "sh", "-c", f"cat > {CONFIG} <<'EOF'\n{original}EOF")
         restart_hub()

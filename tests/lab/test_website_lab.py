@@ -25,7 +25,6 @@ import os
 import shutil
 import ssl
 import subprocess
-import tempfile
 import threading
 import time
 import urllib.error
@@ -41,6 +40,7 @@ from ops.inventory import load
 from ops.site import sample
 from ops.site import source as site_source
 from tests.lab.conftest import docker_exec, ops
+from tests.lab.labtools import chromium
 
 pytestmark = pytest.mark.lab
 EXAMPLE = REPO_ROOT / "examples" / "course-site"
@@ -131,24 +131,9 @@ def test_the_servers_page_names_the_labs_login_node_hub_and_profiles(lab: Path) 
 
 
 def test_a_real_browser_renders_syllabus_and_staff(lab: Path) -> None:
-    webdriver = pytest.importorskip("selenium.webdriver")
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
 
-    for binary in ("/usr/bin/chromium", "/usr/bin/chromedriver"):
-        if not os.access(binary, os.X_OK):
-            pytest.skip(f"{binary} is missing: apt-get install chromium chromium-driver")
-    options = webdriver.ChromeOptions()
-    options.binary_location = "/usr/bin/chromium"
-    profile = tempfile.mkdtemp(prefix="ops-chromium-")
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                "--no-first-run", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--window-size=1280,1600",
-                "--ignore-certificate-errors",  # the lab's private CA; in this test only
-                f"--user-data-dir={profile}"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
-    try:
+    with chromium() as driver:
         driver.set_page_load_timeout(30)
         driver.get(f"https://127.0.0.1:{lab_port(lab, 443)}{BASEURL}/info/")
         rows = len(driver.find_elements(By.CSS_SELECTOR, "table#syllabus tbody tr"))
@@ -163,9 +148,6 @@ def test_a_real_browser_renders_syllabus_and_staff(lab: Path) -> None:
         shot = ARTIFACTS / "website-info.png"
         assert driver.save_screenshot(str(shot))
         print(f"screenshot: {shot}")
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
     schedule = yaml.safe_load((EXAMPLE / "_data" / "schedule.yml").read_text())
     assert rows == len(schedule)
     assert len(holidays) == sum(1 for w in schedule if w.get("holiday"))

@@ -88,6 +88,13 @@ def test_a_waiting_server_says_which_job_holds_the_pairs_gpu() -> None:
     assert "job 41" in rules.timeout_message("44", ["41"], 600)
 
 
+def test_durations_read_as_the_page_says_them() -> None:
+    assert [rules.duration(x) for x in (600, 60, 45, 90, 120, 3600)] == [
+        "10 minutes", "1 minute", "45 s", "90 s", "2 minutes", "60 minutes"]
+    assert "waited 45 s: your pair's GPU stayed in use by job 41" in \
+        rules.timeout_message("44", ["41"], 45)
+
+
 def test_a_job_that_fails_at_once_says_so() -> None:
     text = rules.failure_message("45", "FAILED", "NonZeroExitCode", "gpu1")
     assert text.startswith("Your server's job 45 failed on gpu1 (NonZeroExitCode)")

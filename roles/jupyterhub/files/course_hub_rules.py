@@ -113,10 +113,19 @@ def pending_message(reason: str, pair_gpu_jobs: list[str], waited: float,
     return f"Waiting in Slurm's queue ({reason or 'pending'}){tail}"
 
 
+def duration(seconds: float) -> str:
+    """``10 minutes``, ``1 minute``, ``45 s``: how long, as the page says it."""
+    s = int(seconds)
+    if s < 120 and s % 60:
+        return f"{s} s"
+    m = s // 60
+    return f"{m} minute{'s' if m != 1 else ''}"
+
+
 def timeout_message(job_id: str, pair_gpu_jobs: list[str], timeout: float) -> str:
     why = (f"your pair's GPU stayed in use by job {', '.join(pair_gpu_jobs)}"
            if pair_gpu_jobs else "it did not start")
-    return (f"Your server's job {job_id} waited {int(timeout // 60)} minutes: {why}. "
+    return (f"Your server's job {job_id} waited {duration(timeout)}: {why}. "
             "The job was cancelled; try again later or choose the CPU profile.")
 
 

@@ -181,6 +181,11 @@ def test_the_server_is_a_job_of_the_pair_on_a_gpu_server_in_the_image(
     assert re.search(r"gres/gpu[:=]1", gres), gres  # the GPU profile's one GPU
     model = session.server()
     assert model and model["ready"] and model["user_options"] == {"profile": "gpu"}
+    shown = json.loads(ops(hub.inv, "hub", "status", "--format", "json").stdout)
+    assert shown["url"].endswith("/hub/")
+    row = next(r for r in shown["servers"] if r["student"] == user)
+    assert (row["job"], row["node"], row["pair"], row["profile"], row["state"]) == (
+        job["id"], job["node"], hub.pair_of[user], "gpu", "RUNNING"), row
     # the server runs inside the container (course-run), as the student, in the image
     code = ("import os, json; print(json.dumps([os.getuid(), "
             "open('/opt/course-ops/image.json').read()]))")

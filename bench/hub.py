@@ -32,6 +32,7 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from ops.inventory import load  # noqa: E402
 from tests.lab.hub_client import HubSession, own_passwords  # noqa: E402
 
 
@@ -40,9 +41,8 @@ class Lab:
         self.inv = inventory
         gv = yaml.safe_load((inventory / "group_vars" / "all.yml").read_text())
         self.name = gv.get("lab_name", "course-ops-lab")
-        hosts = yaml.safe_load((inventory / "hosts.yml").read_text())
-        port = _find_port(hosts)
-        self.base = f"https://127.0.0.1:{port}"
+        web = load(inventory).hosts_in("web")[0]
+        self.base = f"https://127.0.0.1:{web.vars['lab_ports'][443]}"
         self.ca = inventory / ".lab" / "tls" / "ca.crt"
         self.passwords = own_passwords(inventory, self.name)
 
@@ -66,20 +66,6 @@ class Lab:
 
     def hub_jobs(self) -> int:
         return len(self.exec("ctl", "squeue", "-h", "-n", "jupyterhub").splitlines())
-
-
-def _find_port(node: object) -> int:
-    """The 127.0.0.1 port the lab publishes for the web host's 443 (hosts.yml)."""
-    if isinstance(node, dict):
-        ports = node.get("lab_ports")
-        if isinstance(ports, dict) and 443 in ports:
-            return int(ports[443])
-        for v in node.values():
-            try:
-                return _find_port(v)
-            except LookupError:
-                continue
-    raise LookupError("no lab_ports with 443 in hosts.yml")
 
 
 def one_server(lab: Lab, user: str, profile: str = "cpu", keep: bool = False

@@ -29,6 +29,18 @@ def initial_passwords(inv: Path) -> dict[str, str]:
         return {r["username"]: r["initial_password"] for r in csv.DictReader(fh)}
 
 
+def set_own_password(lab_name: str, node: str, user: str, initial: str) -> str:
+    """What a student does when a node asks for a new password (the initial one must be
+    changed): ``passwd`` as the student on ``node``, the initial password, then their own
+    (a new random one, returned)."""
+    own = f"Own-{uuid.uuid4().hex[:12]}!"
+    script = (f"printf '%s\\n%s\\n%s\\n' {shlex.quote(initial)} {shlex.quote(own)} "
+              f"{shlex.quote(own)} | runuser -u {shlex.quote(user)} -- passwd")
+    subprocess.run(["docker", "exec", f"{lab_name}-{node}", "sh", "-c", script],
+                   check=True, capture_output=True, timeout=60)
+    return own
+
+
 def own_passwords(inv: Path, lab_name: str) -> dict[str, str]:
     """Every student's own password but the last one's (by name: they keep the initial
     one), set as a student does at the first ssh login (the initial password must be
@@ -42,12 +54,7 @@ def own_passwords(inv: Path, lab_name: str) -> dict[str, str]:
     for user, initial in sorted(initial_passwords(inv).items())[:-1]:
         if kept.get(user, [""])[0] == initial:
             continue
-        own = f"Own-{uuid.uuid4().hex[:12]}!"
-        script = (f"printf '%s\\n%s\\n%s\\n' {shlex.quote(initial)} {shlex.quote(own)} "
-                  f"{shlex.quote(own)} | runuser -u {shlex.quote(user)} -- passwd")
-        subprocess.run(["docker", "exec", f"{lab_name}-ctl", "sh", "-c", script],
-                       check=True, capture_output=True, timeout=60)
-        kept[user] = [initial, own]
+        kept[user] = [initial, set_own_password(lab_name, "ctl", user, initial)]
         kept_file.touch(mode=0o600)
         kept_file.write_text(json.dumps(kept))
     return {user: own for user, (_, own) in kept.items()}

@@ -11,13 +11,13 @@ import io
 import json
 import re
 import subprocess
-import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
 from ops.machines import Recap, parse_output
+from tests.lab import labtools
 from tests.lab.conftest import LAB_NAME, docker_exec, ops
 
 pytestmark = pytest.mark.lab
@@ -163,13 +163,7 @@ def squeue() -> dict[str, tuple[str, str, str]]:
 
 
 def wait_for(what, predicate, timeout: float = 180):  # noqa: ANN001, ANN201
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(2)
-    raise AssertionError(f"timed out waiting for {what}")
+    return labtools.wait_for(what, predicate, timeout, every=2)
 
 
 def node_state(node: str) -> str:

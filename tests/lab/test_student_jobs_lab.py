@@ -13,14 +13,13 @@ import re
 import shlex
 import subprocess
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.lab.conftest import LAB_NAME, docker_exec, ops
-from tests.lab.hub_client import initial_passwords
+from tests.lab.hub_client import initial_passwords, set_own_password
 from tests.lab.labtools import JOBS, READABLE, STORE, UNREADABLE, wait_for
 
 pytestmark = pytest.mark.lab
@@ -319,9 +318,7 @@ def ssh_student(lab: Path, pairs: list, tmp_path_factory: pytest.TempPathFactory
     initial = initial_passwords(lab).get(student) if (
         lab / "state" / "initial-passwords.csv").exists() else None
     if initial and "must be changed" in docker_exec("gpu1", "chage", "-l", student):
-        own = f"Own-{uuid.uuid4().hex[:12]}!"
-        docker_exec("gpu1", "sh", "-c", f"printf '%s\\n%s\\n%s\\n' {shlex.quote(initial)} "
-                    f"{shlex.quote(own)} {shlex.quote(own)} | runuser -u {student} -- passwd")
+        set_own_password(LAB_NAME, "gpu1", student, initial)
     hosts = (lab / "hosts.yml").read_text()
     port = re.search(r"gpu1: \{ansible_host: 127.0.0.1, ansible_port: (\d+)", hosts).group(1)
     argv = ["ssh", "-i", str(key), "-p", port, "-o", "BatchMode=yes", "-o",

@@ -16,6 +16,7 @@ from ops import REPO_ROOT
 from ops.errors import InputError, OpsError, RemoteError, UsageError
 from ops.site import builder, deploy, links, releases, source
 from ops.site import settings as site_settings
+from tests.unit.sites import built_pages
 
 EXAMPLE = REPO_ROOT / "examples" / "course-site"
 
@@ -26,16 +27,8 @@ def ops(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 # ---------------------------------------------------------------- links
-def _site(tmp_path: Path, pages: dict[str, str]) -> Path:
-    out = tmp_path / "out"
-    for rel, body in pages.items():
-        (out / rel).parent.mkdir(parents=True, exist_ok=True)
-        (out / rel).write_text(body)
-    return out
-
-
 def test_links_that_resolve_pass(tmp_path: Path) -> None:
-    out = _site(tmp_path, {
+    out = built_pages(tmp_path, {
         "index.html": '<a href="/cs/info/">i</a><img src="/cs/a/logo.svg">'
                       '<a href="info/#x">rel</a><a href="#top">t</a>'
                       '<a href="https://d2l.ai/">ext</a><a href="mailto:a@b.c">m</a>'
@@ -58,7 +51,7 @@ def test_links_that_resolve_pass(tmp_path: Path) -> None:
     ("//localhost/x", "links to localhost"),
 ])
 def test_broken_links_name_page_and_link(tmp_path: Path, link: str, reason: str) -> None:
-    out = _site(tmp_path, {"info/index.html": f'<p><a href="{link}">x</a></p>',
+    out = built_pages(tmp_path, {"info/index.html": f'<p><a href="{link}">x</a></p>',
                            "index.html": "home"})
     problems = links.check(out, "/cs")
     assert [(p.page, p.link, p.reason) for p in problems] == [("info/index.html", link, reason)]
@@ -711,14 +704,14 @@ def test_archive_refuses_to_replace_unless_forced_and_keeps_the_old(local_host, 
 ])
 def test_links_to_the_own_host_archives_dot_paths_and_loopback(tmp_path: Path, link: str,
                                                               reason: str | None) -> None:
-    out = _site(tmp_path, {"index.html": f'<a href="{link}">x</a>', "info/index.html": "i",
+    out = built_pages(tmp_path, {"index.html": f'<a href="{link}">x</a>', "info/index.html": "i",
                            "a/logo.svg": "<svg/>", ".course-ops-build": "x"})
     problems = links.check(out, "/cs", own_hosts=["course.example"])
     assert [p.reason for p in problems] == ([reason] if reason else [])
 
 
 def test_stylesheets_are_checked(tmp_path: Path) -> None:
-    out = _site(tmp_path, {
+    out = built_pages(tmp_path, {
         "index.html": "home",
         "assets/css/main.css": '/* url(gone.png) in a comment */ @import "base.css";\n'
                                "h1{background:url( ../img/bg.png )} b{background:url('x.png')}"

@@ -15,6 +15,7 @@ import pytest
 
 from ops.errors import InputError, OpsError
 from ops.site import Options, builder, links, plan_build, plugins, sample, serve, source, themes
+from tests.unit.sites import built_pages
 
 CONFIG = """\
 # a comment at the top
@@ -280,16 +281,8 @@ def test_jekylls_destination_conflict_names_both_sources(tmp_path: Path) -> None
 
 
 # ---------------------------------------------------------------- links
-def _out(tmp_path: Path, pages: dict[str, str]) -> Path:
-    out = tmp_path / "out"
-    for rel, body in pages.items():
-        (out / rel).parent.mkdir(parents=True, exist_ok=True)
-        (out / rel).write_text(body)
-    return out
-
-
 def test_a_semester_folder_without_index_is_broken_named_with_its_page(tmp_path: Path) -> None:
-    out = _out(tmp_path, {
+    out = built_pages(tmp_path, {
         "index.html": "home",
         "semesters/index.html": '<a href="/cs/semesters/2019/">2019</a>'
                                 '<a href="/cs/semesters/2020/">2020</a>'
@@ -318,7 +311,7 @@ def test_links_in_scripts_and_comments_are_not_links(tmp_path: Path) -> None:
 
 
 def test_external_origins_by_directive_and_what_a_csp_blocks(tmp_path: Path) -> None:
-    out = _out(tmp_path, {"index.html": (
+    out = built_pages(tmp_path, {"index.html": (
         '<script async src="https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex.js"></script>'
         '<script src="https://gist.github.com/u/1.js"></script>'
         '<link rel="stylesheet" href="https://fonts.googleapis.com/css?family=R">'
@@ -361,7 +354,7 @@ def test_bad_website_build_vars_name_the_line(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------- the preview
 def test_the_preview_maps_urls_as_nginx_does(tmp_path: Path) -> None:
-    root = _out(tmp_path, {"index.html": "home", "info/index.html": "info", "a.css": "",
+    root = built_pages(tmp_path, {"index.html": "home", "info/index.html": "info", "a.css": "",
                            ".course-ops-build": ""})
     assert serve.map_path("/", "/cs", root) == (302, "/cs/")
     assert serve.map_path("/cs", "/cs", root) == (301, "/cs/")

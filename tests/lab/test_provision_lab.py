@@ -254,7 +254,13 @@ def test_course_sbatch_runs_a_command_with_the_course_defaults(provisioned_lab: 
         user, f"cat {out} 2>/dev/null || true").stdout.count("done (exit 0)") and
         as_student(user, f"cat {out}").stdout)
     assert "\n42\n" in text
-    info = docker_exec("ctl", "sacct", "-n", "-P", "-X", "-j", job, "-o", "account,alloctres")
+    # slurmctld sends the job's start (with what it allocated) to slurmdbd on its own
+    # schedule: the job can have finished before sacct knows its AllocTRES
+    def accounted() -> str:
+        out = docker_exec("ctl", "sacct", "-n", "-P", "-X", "-j", job, "-o", "account,alloctres")
+        return out if "gres/gpu=" in out else ""
+
+    info = wait_for("the job's allocation in the accounting database", accounted, timeout=60)
     assert info.startswith(f"{pair}|") and "gres/gpu=1" in info and "cpu=2" in info
 
 

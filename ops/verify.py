@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import tempfile
 from collections.abc import Callable
@@ -92,7 +93,7 @@ Host *
 def pytest_argv(
     inventory_dir: Path,
     areas: list[str],
-    hosts: str,
+    hosts: str | dict[str, str],
     junit: Path,
     roster: Path | None,
     verbosity: int,
@@ -105,7 +106,8 @@ def pytest_argv(
         "-m",
         "pytest",
         *(str(SPECS / f"test_{a}.py") for a in areas),
-        f"--hosts={hosts}",
+        # one host list for every spec, or each spec its own (one session for all)
+        f"--hosts={hosts}" if isinstance(hosts, str) else f"--ops-targets={json.dumps(hosts)}",
         f"--ops-inventory={inventory_dir}",
         f"--ssh-config={ssh_config}",
         f"--junit-xml={junit}",
@@ -119,7 +121,9 @@ def pytest_argv(
     if (inventory_dir / "hosts.yml").is_file():
         argv.append(f"--ansible-inventory={inventory_dir / 'hosts.yml'}")
         inv = inv_mod.load(inventory_dir)
-        if not hosts.startswith("local://") and any(h.user != "root"
+        local = all(h.startswith("local://") for h in
+                    ([hosts] if isinstance(hosts, str) else hosts.values()))
+        if not local and any(h.user != "root"
                                                     for h in inv.hosts.values()):
             argv.append("--sudo")  # the checks read shadow and act as students
     if roster:
@@ -156,16 +160,14 @@ def verify(inventory_dir: Path, area: str | None, hosts: str | None, junit: Path
     with tempfile.TemporaryDirectory(prefix="ops-verify-") as tmp:
         ssh_config = Path(tmp) / "ssh_config"
         ssh_config.write_text(SSH_CONFIG.format(dir=tmp))
-        results = []
-        for a in areas:
-            out = Path(tmp) / f"{a}.xml"
-            spec = hosts or targets(inventory_dir, [a])
-            rc = run(pytest_argv(inventory_dir, [a], spec, out, roster, verbosity, ssh_config,
-                                 expect_gpus), cwd=REPO_ROOT)
-            code = code or rc
-            if out.is_file():
-                results.append(out)
-        merged = report.merge(results)
+        out = Path(tmp) / "verify.xml"
+        # one pytest session for every spec, each on its own groups: the start-up (imports,
+        # the Ansible inventory, the SSH connections) is paid once, not once per spec
+        spec_hosts = hosts or {a: targets(inventory_dir, [a]) for a in areas}
+        if areas:
+            code = run(pytest_argv(inventory_dir, areas, spec_hosts, out, roster, verbosity,
+                                   ssh_config, expect_gpus), cwd=REPO_ROOT)
+        merged = report.merge([out] if out.is_file() else [])
         if junit:
             junit = junit.resolve()
             merged.write(junit, encoding="utf-8", xml_declaration=True)

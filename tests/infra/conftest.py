@@ -6,6 +6,7 @@ inventory named by ``--ops-inventory`` (its group_vars, roster and accounts stat
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--ops-roster", default=None, help="roster overriding the inventory's")
     g.addoption("--expect-gpus", type=int, default=None,
                 help="GPUs each target must show (default: the inventory's gpu_count)")
+    g.addoption("--ops-targets", default=None,
+                help="JSON: spec (test_<spec>.py) -> its targets, comma-separated, as "
+                     "--hosts takes them; one session checks every spec on its own hosts")
 
 
 @dataclass
@@ -130,7 +134,22 @@ def expected_gpus(host_vars, pytestconfig: pytest.Config) -> int:  # noqa: ANN00
     return int(given if given is not None else host_vars.get("gpu_count", 0) or 0)
 
 
+def _module_targets(metafunc: pytest.Metafunc) -> None:
+    """``--ops-targets``: the spec module's own hosts, set where testinfra's plugin reads them
+    (``testinfra_hosts``) before it parametrizes ``host`` (``--hosts`` must then be unset)."""
+    given = metafunc.config.getoption("--ops-targets")
+    if not given or metafunc.module is None:
+        return
+    spec = metafunc.module.__name__.rsplit(".", 1)[-1].removeprefix("test_")
+    targets = json.loads(given)
+    if spec not in targets:
+        raise pytest.UsageError(f"--ops-targets names no targets for {spec}")
+    metafunc.module.testinfra_hosts = targets[spec].split(",")
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    _module_targets(metafunc)
     wanted = {"student": ACTIVE, "left_student": LEFT, "offboarded_student": OFFBOARDED}
     for name, status in wanted.items():
         if name in metafunc.fixturenames:

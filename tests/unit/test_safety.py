@@ -415,8 +415,8 @@ def test_verify_of_everything_lists_what_it_could_not_check(tmp_path: Path,
 
     inv = lab_like(tmp_path)
     ran: list[str] = []
-    monkeypatch.setattr(verify_mod, "run", lambda argv, **k: ran.append(
-        Path(next(a for a in argv if a.endswith(".py"))).stem) or 0)
+    monkeypatch.setattr(verify_mod, "run", lambda argv, **k: ran.extend(
+        Path(a).stem for a in argv if a.endswith(".py")) or 0)
     monkeypatch.setattr(verify_mod, "targets", lambda inv, areas: "local://")
     missing: dict[str, str] = {}
     verify_mod.verify(inv, None, None, None, not_checked=missing)

@@ -13,7 +13,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -609,13 +609,15 @@ def _verify(
 @click.option("--limit", help="Only these hosts or groups (Ansible --limit).")
 @click.option("--tags", help="Only these role tags (Ansible --tags).")
 @click.option("--skip-machines", is_flag=True, help="Skip the Ansible phase.")
+@click.option("--timings", is_flag=True,
+              help="Print the seconds each phase and each Ansible role took (also at -v).")
 @click.argument("extra", nargs=-1, type=click.UNPROCESSED)
 @roster_option
 @mass_change_option
 @common
 @pass_opts
 def provision(opts: Opts, check: bool, diff: bool, limit: str | None, tags: str | None,
-              skip_machines: bool, extra: tuple[str, ...], roster: Path | None,
+              skip_machines: bool, timings: bool, extra: tuple[str, ...], roster: Path | None,
               allow_mass_change: bool) -> None:
     """Bring every host in step: machines (Ansible), accounts (pyinfra), then verify.
 
@@ -638,12 +640,14 @@ def provision(opts: Opts, check: bool, diff: bool, limit: str | None, tags: str 
         and (not tags or "website" in tags.split(","))
     recaps: dict[str, machines.Recap] = {}
     failed_phase = ""
+    clock = _PhaseClock(roles={} if timings or opts.verbose else None)
     with contextlib.ExitStack() as stack:
         prebuilt = None
         if site_wanted:  # a Liquid error or a broken link fails here, before any host
             opts.say("phase 0/3: the course website is built first (no host is touched)")
             tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="ops-site-"))
-            prebuilt = site_mod.prebuild(opts.inventory, Path(tmp) / "site", log=opts.say)
+            with clock("website build"):
+                prebuilt = site_mod.prebuild(opts.inventory, Path(tmp) / "site", log=opts.say)
         if not skip_machines:
             opts.say("phase 1/3: machines (ansible-playbook playbooks/site.yml)")
             from ops.images.commands import image_extra_vars
@@ -653,13 +657,16 @@ def provision(opts: Opts, check: bool, diff: bool, limit: str | None, tags: str 
                                                             *extra), verbosity=opts.verbose)
             if opts.verbose:
                 err.print(f"$ {shlex.join(argv)}")
-            code, recaps = machines.run_playbook(argv, quiet=opts.quiet)
+            with clock("machines (ansible-playbook)"):
+                code, recaps = machines.run_playbook(argv, quiet=opts.quiet,
+                                                     role_times=clock.roles)
             if code != 0:
                 failed_phase = f"ansible-playbook exited {code}"
         if prebuilt is not None and not failed_phase:
             opts.say("phase 1/3: the course website (ops site deploy of that build)")
             try:
-                site_mod.deploy_site(opts.inventory, prebuilt=prebuilt, log=opts.say)
+                with clock("website deploy"):
+                    site_mod.deploy_site(opts.inventory, prebuilt=prebuilt, log=opts.say)
             except OpsError as exc:
                 failed_phase = f"site deploy: {exc}"
     plans: dict[str, Any] = {}
@@ -676,15 +683,48 @@ def provision(opts: Opts, check: bool, diff: bool, limit: str | None, tags: str 
                     _plan_table(p)
                 return _confirm(opts, "Apply these changes?")
 
-            plans = sync_mod.sync(ctx, confirm, progress=opts.say,
-                                  allow_mass_change=allow_mass_change)
+            with clock("accounts"):
+                plans = sync_mod.sync(ctx, confirm, progress=opts.say,
+                                      allow_mass_change=allow_mass_change)
     _provision_table(recaps, plans)
-    if failed_phase:
-        raise OpsError(f"provision failed: {failed_phase}", hint="see the output above")
-    if check:
-        return
-    opts.say("phase 3/3: verify")
-    _verify(opts, None, None, None, roster)
+    try:
+        if failed_phase:
+            raise OpsError(f"provision failed: {failed_phase}", hint="see the output above")
+        if check:
+            return
+        opts.say("phase 3/3: verify")
+        with clock("verify"):
+            _verify(opts, None, None, None, roster)
+    finally:
+        if clock.roles is not None:
+            clock.table()
+
+
+@dataclass
+class _PhaseClock:
+    """Seconds per phase of a provision, and per Ansible role when ``roles`` is a dict
+    (``--timings`` or -v): staff see where a run's time goes."""
+    roles: dict[str, float] | None = None
+    phases: dict[str, float] = field(default_factory=dict)
+    started: float = field(default_factory=time.monotonic)
+
+    @contextlib.contextmanager
+    def __call__(self, phase: str):  # noqa: ANN204
+        t0 = time.monotonic()
+        try:
+            yield
+        finally:
+            self.phases[phase] = time.monotonic() - t0
+
+    def table(self) -> None:
+        t = Table("phase / role", "seconds", title="provision timings")
+        for phase, seconds in self.phases.items():
+            t.add_row(phase, f"{seconds:.1f}")
+            if phase.startswith("machines"):
+                for role, secs in sorted((self.roles or {}).items(), key=lambda kv: -kv[1]):
+                    t.add_row(f"  {role}", f"{secs:.1f}")
+        t.add_row("total", f"{time.monotonic() - self.started:.1f}")
+        err.print(t)
 
 
 def _provision_table(recaps: dict[str, Any], plans: dict[str, Any]) -> None:

@@ -24,6 +24,8 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _RECAP = re.compile(r"^(?P<host>\S+)\s*:\s*ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+"
                     r"unreachable=(?P<unreachable>\d+)\s+failed=(?P<failed>\d+)")
 _REBOOT = re.compile(r"course-ops: reboot required on (\S+?)\"?$")
+#: a line of ansible.posix.profile_roles' ROLES RECAP: ``common ------------ 12.34s``
+_ROLE_TIME = re.compile(r"^(?P<role>\S+) -+ (?P<seconds>\d+\.\d+)s$")
 
 
 @dataclass
@@ -75,11 +77,36 @@ def parse_output(lines: list[str]) -> dict[str, Recap]:
     return recaps
 
 
-def run_playbook(argv: list[str], *, quiet: bool = False) -> tuple[int, dict[str, Recap]]:
-    """Run ansible-playbook, echo its output (unless quiet), return its code and recap."""
+def parse_role_times(lines: list[str]) -> dict[str, float]:
+    """Seconds per role (and per task outside a role, by its action) from the ROLES RECAP
+    that ansible.posix.profile_roles prints at the end of a run."""
+    times: dict[str, float] = {}
+    in_recap = False
+    for raw in lines:
+        line = _ANSI.sub("", raw).rstrip()
+        if line.startswith("ROLES RECAP"):
+            in_recap = True
+            continue
+        m = _ROLE_TIME.match(line) if in_recap else None
+        if m and m["role"] != "total":
+            times[m["role"]] = float(m["seconds"])
+    return times
+
+
+def run_playbook(argv: list[str], *, quiet: bool = False,
+                 role_times: dict[str, float] | None = None) -> tuple[int, dict[str, Recap]]:
+    """Run ansible-playbook, echo its output (unless quiet), return its code and recap.
+
+    With ``role_times`` (a dict to fill), Ansible's own profile_roles callback times each
+    role and the dict gets its seconds."""
     env = {**os.environ, "ANSIBLE_CONFIG": str(REPO_ROOT / "ansible.cfg"),
            "ANSIBLE_ROLES_PATH": str(REPO_ROOT / "roles"),
            "ANSIBLE_FORCE_COLOR": "1" if sys.stdout.isatty() else "0"}
+    if role_times is not None:
+        enabled = os.environ.get("ANSIBLE_CALLBACKS_ENABLED", "")
+        env["ANSIBLE_CALLBACKS_ENABLED"] = ",".join(
+            c for c in (enabled, "ansible.posix.profile_roles") if c)
+        env["PROFILE_ROLES_SUMMARY_ONLY"] = "true"
     log.info("$ %s", shlex.join(argv))
     lines: list[str] = []
     try:
@@ -96,4 +123,6 @@ def run_playbook(argv: list[str], *, quiet: bool = False) -> tuple[int, dict[str
             sys.stdout.write(line)
             sys.stdout.flush()
     code = proc.wait()
+    if role_times is not None:
+        role_times.update(parse_role_times(lines))
     return code, parse_output(lines)

@@ -164,9 +164,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("pair_group", pairs, ids=pairs)
 
 
-@pytest.fixture(autouse=True)
-def _record_host(request: pytest.FixtureRequest, record_property) -> None:  # noqa: ANN001
-    """Name the host in the JUnit XML, for the per-host summary of `ops verify`."""
-    if "host" in request.fixturenames:
-        backend = request.getfixturevalue("host").backend
-        record_property("host", backend.get_pytest_id().split("://", 1)[-1] or "local")
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Name each check's host in the JUnit XML, for the per-host summary of `ops verify`:
+    at collection, so a check skipped by a mark or a fixture still counts for its host."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        target = callspec.params.get("_testinfra_host") if callspec else None
+        if target is not None:
+            item.user_properties.append(
+                ("host", target.backend.get_pytest_id().split("://", 1)[-1] or "local"))

@@ -49,3 +49,19 @@ def test_argv_is_one_session_for_every_spec(tmp_path: Path) -> None:
     given = next(a for a in argv if a.startswith("--ops-targets="))
     assert json.loads(given.split("=", 1)[1]) == {"common": "ansible://all",
                                                    "gpu": "ansible://gpu_servers"}
+
+
+def test_every_check_names_its_host_even_when_skipped(tmp_path: Path) -> None:
+    import xml.etree.ElementTree as ET
+
+    from ops import report
+
+    junit = tmp_path / "gpu.xml"
+    p = subprocess.run(
+        [sys.executable, "-m", "pytest", str(SPECS / "test_gpu.py"), "--hosts=local://",
+         f"--junit-xml={junit}", "-q", "-p", "no:cacheprovider", "-o", "addopts=",
+         "--expect-gpus=0"], capture_output=True, text=True, cwd=REPO_ROOT, check=False)
+    assert junit.is_file(), p.stdout + p.stderr
+    cases = list(ET.parse(junit).getroot().iter("testcase"))
+    assert cases and any(c.find("skipped") is not None for c in cases)
+    assert {report.host_of(c) for c in cases} == {"local"}

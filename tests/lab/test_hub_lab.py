@@ -279,44 +279,53 @@ def test_a_spawn_whose_image_is_gone_fails_with_the_reason_and_leaves_no_job(
         docker_exec("ctl", "sh", "-c", f"cat > {IMAGE_FILE} <<'EOF'\n{original}EOF")
 
 
-def test_an_idle_server_is_culled_with_its_job(hub: Hub) -> None:
-    user = hub.students()[2]
+def gpu_pair(hub: Hub) -> tuple[str, str]:
+    """A pair of two: (student, partner), for the pair's GPU cap."""
+    pair = next(p for p in sorted(set(hub.pair_of.values()))
+                if sum(1 for v in hub.pair_of.values() if v == p) == 2)
+    student, partner = sorted(u for u, p in hub.pair_of.items() if p == pair)
+    return student, partner
+
+
+@pytest.fixture(scope="module")
+def short_timeouts(hub: Hub) -> Iterator[None]:
+    """The hub with an idle timeout of 60 s (culled every 15 s) and a spawn timeout of 45 s,
+    for the tests below (one restart for both, and one to put the settings back)."""
     original = docker_exec("ctl", "cat", CONFIG)
     docker_exec("ctl", "sed", "-i", "-e", "s/--timeout=[0-9]*/--timeout=60/",
-                "-e", "s/--cull-every=[0-9]*/--cull-every=15/", CONFIG)
+                "-e", "s/--cull-every=[0-9]*/--cull-every=15/", "-e",
+                "s/^c.CourseSlurmSpawner.queue_timeout = .*/c.CourseSlurmSpawner.queue_timeout"
+                " = 45/", CONFIG)
     try:
         restart_hub()
-        s = hub.session(user)
-        s.spawn("cpu")
-        s.wait_ready(timeout=300)
-        assert s.open_lab().status_code == 200
-        job = hub_jobs(user)
-        assert job, "the server has no job"
-        s.http.close()  # the browser is closed: nothing is active any more
-        started = time.monotonic()
-        wait_for("the culler to stop the server", lambda: s.server() is None, timeout=180,
-                 every=5)
-        wait_for("the server's job to end", lambda: not hub_jobs(user),
-                 timeout=180 - (time.monotonic() - started), every=2)
+        yield
     finally:
         docker_exec("ctl", "sh", "-c", f"cat > {CONFIG} <<'EOF'\n{original}EOF")
         restart_hub()
 
 
-def test_a_second_gpu_server_of_a_pair_waits_says_why_then_is_cancelled(hub: Hub) -> None:
+@pytest.fixture(scope="module")
+def idle_server(hub: Hub, short_timeouts: None) -> tuple[str, HubSession, float]:
+    """A one-core server, opened once, then left alone (its browser closed) while the test
+    of the spawn timeout runs: (student, session, when it was left)."""
+    user = next(u for u in hub.students()[2:] if hub.pair_of[u] != hub.pair_of[gpu_pair(hub)[0]])
+    s = hub.session(user)
+    s.spawn("cpu1")
+    s.wait_ready(timeout=300)
+    assert s.open_lab().status_code == 200
+    assert hub_jobs(user), "the server has no job"
+    s.http.close()  # the browser is closed: nothing is active any more
+    return user, s, time.monotonic()
+
+
+def test_a_second_gpu_server_of_a_pair_waits_says_why_then_is_cancelled(
+        hub: Hub, short_timeouts: None, idle_server: tuple[str, HubSession, float]) -> None:
     """The pair's GPU cap holds in the hub: the partner's GPU job runs, the student's GPU
     server waits with the page naming that job, and after the spawn timeout (45 s here)
     its job is cancelled with a page that says so; no job of it stays."""
-    pair = next(p for p in sorted(set(hub.pair_of.values()))
-                if sum(1 for v in hub.pair_of.values() if v == p) == 2)
-    student, partner = sorted(u for u, p in hub.pair_of.items() if p == pair)
-    original = docker_exec("ctl", "cat", CONFIG)
-    docker_exec("ctl", "sed", "-i", "-e",
-                "s/^c.CourseSlurmSpawner.queue_timeout = .*/c.CourseSlurmSpawner.queue_timeout"
-                " = 45/", CONFIG)
+    student, partner = gpu_pair(hub)
     holder = ""
     try:
-        restart_hub()
         out = docker_exec("ctl", "runuser", "-u", partner, "--", "sh", "-c",
                           f"cd /home/{partner} && course-sbatch -g 1 -c 1 -J holder sleep 600")
         holder = re.search(r"Submitted batch job (\d+)", out).group(1)  # type: ignore[union-attr]
@@ -337,5 +346,14 @@ def test_a_second_gpu_server_of_a_pair_waits_says_why_then_is_cancelled(hub: Hub
     finally:
         if holder:
             docker_exec("ctl", "scancel", holder)
-        docker_exec("ctl", "sh", "-c", f"cat > {CONFIG} <<'EOF'\n{original}EOF")
-        restart_hub()
+
+
+def test_an_idle_server_is_culled_with_its_job(
+        hub: Hub, idle_server: tuple[str, HubSession, float]) -> None:
+    """Idle for 60 s (culled every 15 s): the server and its job are gone within 3 minutes
+    of its browser closing (the spawn-timeout test ran meanwhile)."""
+    user, s, left = idle_server
+    wait_for("the culler to stop the server", lambda: s.server() is None,
+             timeout=180 - (time.monotonic() - left), every=5)
+    wait_for("the server's job to end", lambda: not hub_jobs(user),
+             timeout=180 - (time.monotonic() - left), every=2)

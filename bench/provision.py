@@ -1,0 +1,140 @@
+"""Benchmark: when nothing changed, `ops verify` and `ops provision` are fast (issue 17).
+
+Measured in one run, on a provisioned lab (the class synced, the image pushed and pulled),
+for this checkout and for a baseline checkout of an older commit (``--baseline REF``: a git
+worktree of it runs against the same lab, the same inventory, the same hosts):
+
+- ``ops verify`` of every area: the median of N runs (target: at most 15 s), and the count
+  of checks per host, which must be the same for both (every check still runs);
+- a second ``ops -y provision`` that changes nothing (target: at most 45 s), with changed=0
+  on every host, and its machines phase (ansible-playbook) alone (target: at most 20 s),
+  read from ``--timings``; the baseline's machines phase is timed around its run.
+
+It prints the ratios new / baseline. Figures depend on the machine: the note names it.
+
+    python bench/provision.py [-i inventory/lab] [-n 3] [--baseline 6422051]
+        (a lab after `ops provision`, `ops images push` and `ops images pull`)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from collections import Counter
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+_RECAP = re.compile(r"^(\S+)\s*:\s*ok=\d+\s+changed=(\d+)", re.M)
+_MACHINES = re.compile(r"machines \(ansible-playbook\)\s*│?\s*([\d.]+)")
+
+
+class Checkout:
+    """A checkout of course-ops whose own `ops` runs (this one, or a baseline worktree)."""
+
+    def __init__(self, root: Path, inventory: Path) -> None:
+        self.root, self.inventory = root, inventory.resolve()
+
+    def ops(self, *args: str) -> tuple[float, subprocess.CompletedProcess[str]]:
+        env = {**os.environ, "PYTHONPATH": str(self.root), "COLUMNS": "200"}
+        t0 = time.monotonic()
+        p = subprocess.run([sys.executable, "-m", "ops", "-i", str(self.inventory), *args],
+                           cwd=self.root, env=env, capture_output=True, text=True)
+        return time.monotonic() - t0, p
+
+    def verify(self) -> tuple[float, Counter[str]]:
+        with tempfile.TemporaryDirectory() as tmp:
+            junit = Path(tmp) / "verify.xml"
+            seconds, p = self.ops("verify", "--junit", str(junit))
+            if p.returncode != 0:
+                raise SystemExit(f"{self.root}: ops verify failed:\n{p.stdout[-3000:]}"
+                                 f"{p.stderr[-2000:]}")
+            per_host: Counter[str] = Counter()
+            for case in ET.parse(junit).getroot().iter("testcase"):
+                host = next((pr.get("value") for pr in case.iter("property")
+                             if pr.get("name") == "host"), None) or "control"
+                per_host[str(host)] += 1
+        return seconds, per_host
+
+    def provision(self, timings: bool) -> tuple[float, float | None, dict[str, int]]:
+        seconds, p = self.ops("-y", "provision", *(["--timings"] if timings else []))
+        said = p.stdout + p.stderr
+        if p.returncode != 0:
+            raise SystemExit(f"{self.root}: ops provision failed:\n{said[-3000:]}")
+        changed = {h: int(c) for h, c in _RECAP.findall(p.stdout)}
+        m = _MACHINES.search(said)
+        return seconds, float(m.group(1)) if m else None, changed
+
+
+def machines_alone(checkout: Checkout) -> float:
+    """The machines phase of a checkout without --timings: ansible-playbook, timed here."""
+    env = {**os.environ, "PYTHONPATH": str(checkout.root)}
+    code = ("import sys, time; from ops import machines; "
+            "from ops.images.commands import image_extra_vars; from pathlib import Path; "
+            "inv = Path(sys.argv[1]); t0 = time.monotonic(); "
+            "rc, _ = machines.run_playbook(machines.playbook_argv(inv, "
+            "extra=tuple(image_extra_vars(inv))), quiet=True); "
+            "print(time.monotonic() - t0); sys.exit(rc)")
+    p = subprocess.run([sys.executable, "-c", code, str(checkout.inventory)], cwd=checkout.root,
+                       env=env, capture_output=True, text=True)
+    if p.returncode != 0:
+        raise SystemExit(f"{checkout.root}: ansible-playbook failed:\n{p.stdout[-3000:]}")
+    return float(p.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    ap.add_argument("-i", "--inventory", type=Path, default=REPO / "inventory" / "lab")
+    ap.add_argument("-n", type=int, default=3, help="runs of each (median)")
+    ap.add_argument("--baseline", default="6422051",
+                    help="the commit measured beside this checkout (before issue 17)")
+    args = ap.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="ops-bench-baseline-") as tmp:
+        base_root = Path(tmp) / "baseline"
+        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "-q", "--detach",
+                        str(base_root), args.baseline], check=True)
+        try:
+            new, old = Checkout(REPO, args.inventory), Checkout(base_root, args.inventory)
+            rows: dict[str, dict[str, list[float]]] = {"new": {}, "baseline": {}}
+            counts: dict[str, Counter[str]] = {}
+            for _ in range(args.n):
+                for name, c in (("baseline", old), ("new", new)):
+                    seconds, per_host = c.verify()
+                    rows[name].setdefault("verify", []).append(seconds)
+                    counts[name] = per_host
+            for _ in range(args.n):
+                seconds, machines, changed = new.provision(timings=True)
+                if any(changed.values()):
+                    raise SystemExit(f"the no-op provision changed something: {changed}")
+                rows["new"].setdefault("no-op provision", []).append(seconds)
+                if machines is not None:
+                    rows["new"].setdefault("machines phase", []).append(machines)
+                seconds, _, changed = old.provision(timings=False)
+                rows["baseline"].setdefault("no-op provision", []).append(seconds)
+                rows["baseline"].setdefault("machines phase", []).append(machines_alone(old))
+        finally:
+            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force",
+                            str(base_root)], check=False)
+
+    targets = {"verify": 15.0, "no-op provision": 45.0, "machines phase": 20.0}
+    print(f"{'':18} {'baseline':>10} {'new':>10} {'ratio':>7} {'target':>8}")
+    for what, target in targets.items():
+        b = statistics.median(rows["baseline"].get(what, [float("nan")]))
+        n = statistics.median(rows["new"].get(what, [float("nan")]))
+        met = "met" if n <= target else "MISSED"
+        print(f"{what:18} {b:9.1f}s {n:9.1f}s {n / b:7.2f} {target:6.0f} s {met}")
+    print("checks per host (baseline -> new):")
+    for host in sorted(set(counts["baseline"]) | set(counts["new"])):
+        b, n = counts["baseline"][host], counts["new"][host]
+        print(f"  {host:10} {b:5} -> {n:5}{'' if b == n else '  DIFFERENT'}")
+
+
+if __name__ == "__main__":
+    main()

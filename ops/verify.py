@@ -66,8 +66,9 @@ class NotChecked(OpsError):
     code = ExitCode.NOT_CHECKED
 
 
-def targets(inventory_dir: Path, areas: list[str]) -> str:
-    inv = inv_mod.load(inventory_dir)
+def targets(inventory_dir: Path | inv_mod.Inventory, areas: list[str]) -> str:
+    inv = inventory_dir if isinstance(inventory_dir, inv_mod.Inventory) \
+        else inv_mod.load(inventory_dir)
     groups: list[str] = []
     for a in areas:
         wanted = [g if inv.groups.get(g) else FALLBACK_GROUPS.get(g, g) for g in SPEC_GROUPS[a]]
@@ -113,6 +114,9 @@ def pytest_argv(
         f"--junit-xml={junit}",
         "-p",
         "no:cacheprovider",
+        # a development install's Hypothesis plugin costs a second at every session's end
+        "-p",
+        "no:hypothesispytest",
         "--rootdir",
         str(REPO_ROOT),
         "-o",
@@ -163,7 +167,8 @@ def verify(inventory_dir: Path, area: str | None, hosts: str | None, junit: Path
         out = Path(tmp) / "verify.xml"
         # one pytest session for every spec, each on its own groups: the start-up (imports,
         # the Ansible inventory, the SSH connections) is paid once, not once per spec
-        spec_hosts = hosts or {a: targets(inventory_dir, [a]) for a in areas}
+        inv = inv_mod.load(inventory_dir) if not hosts and areas else None
+        spec_hosts = hosts or {a: targets(inv, [a]) for a in areas if inv}
         if areas:
             code = run(pytest_argv(inventory_dir, areas, spec_hosts, out, roster, verbosity,
                                    ssh_config, expect_gpus), cwd=REPO_ROOT)

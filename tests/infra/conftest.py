@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -162,6 +165,33 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "pair_group" in metafunc.fixturenames:
         pairs = _expected(metafunc.config).active_pairs()
         metafunc.parametrize("pair_group", pairs, ids=pairs)
+
+
+#: (spec module, fixture, host's test id) -> the fixture's read of that host, under way
+_READS: dict[tuple[str, str, str], Future[Any]] = {}
+
+
+def on_every_host_at_once(request: pytest.FixtureRequest, host: Any,
+                          read: Callable[[Any], Any]) -> Any:
+    """``read(host)`` for a module-scoped fixture of a spec, whose reads run on the hosts:
+    the first host to ask starts the read of every host of that spec at once (threads),
+    the others find theirs done or under way. An exception in a read is raised here, for
+    that host's checks only."""
+    module, name = request.module.__name__, request.fixturename
+    if not any(k[:2] == (module, name) for k in _READS):
+        targets: dict[str, Any] = {}
+        for item in request.session.items:
+            callspec = getattr(item, "callspec", None)
+            target = callspec.params.get("_testinfra_host") if callspec else None
+            if (target is not None and getattr(item, "module", None) is request.module
+                    and name in getattr(item, "fixturenames", ())):
+                targets[target.backend.get_pytest_id()] = target
+        pool = ThreadPoolExecutor(max_workers=max(len(targets), 1))
+        _READS.update({(module, name, key): pool.submit(read, target)
+                       for key, target in targets.items()})
+        pool.shutdown(wait=False)
+    key = (module, name, host.backend.get_pytest_id())
+    return _READS[key].result() if key in _READS else read(host)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

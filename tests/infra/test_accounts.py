@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from tests.infra.conftest import on_every_host_at_once
+
 FORBIDDEN = {"sudo", "wheel", "admin", "adm", "docker", "root", "lxd", "disk", "shadow"}
 EPOCH = dt.date(1970, 1, 1)
 
@@ -36,11 +38,11 @@ class Stat:
 
 @dataclass(frozen=True)
 class Attempt:
-    """A command a student ran (``setpriv`` to their uid and groups, then ``sh -c``)."""
+    """A command a student ran (in a shell of theirs: ``setpriv`` to their uid and groups)."""
     rc: int
     stdout: str
     stderr: str
-    who: str  # the first line of stdout: ``id -un`` run as the student, before the command
+    who: str  # ``id -un`` in the student's shell that made the attempt
 
     def denied(self) -> bool:
         """The student tried and the kernel said no (not: the attempt itself broke)."""
@@ -90,21 +92,23 @@ def other_pair(expected, pair: str) -> str | None:  # noqa: ANN001
 def facts_script(expected) -> str:  # noqa: ANN001
     """The shell script that lists everything the checks look at, in sections.
 
-    Its size grows by a short data line per student and member (the access attempts are
-    made on the host from those lines), so a class of hundreds stays well under the 128 KiB
-    a single command line may have."""
+    Its size grows by a short data line per student (the access attempts are made on the
+    host from those lines, by one shell of each student's), so a class of hundreds stays
+    well under the 128 KiB a single command line may have."""
     cfg = expected.cfg
     q = shlex.quote
     users = " ".join(q(u) for u in sorted({*(r.username for r in expected.state.students.values()),
                                          *(m.username for m in cfg.staff)}))
     pairs = " ".join(q(p) for p in expected.active_pairs())
-    students = "".join(f"{s}:{other_home(expected, s) or ''}\n"
-                       for s in expected.students("active"))
-    members = "".join(f"{m}:{p}:{other_pair(expected, p) or ''}\n"
-                      for p in expected.active_pairs() for m in expected.members(p))
+    active_pairs = set(expected.active_pairs())
+    tries = ""
+    for student in expected.students("active"):
+        group = expected.state.pairs[expected.record(student).pair].group
+        group = group if group in active_pairs else ""
+        other = other_pair(expected, group) if group else None
+        tries += f"{student}:{other_home(expected, student) or ''}:{group}:{other or ''}\n"
     return rf"""export LC_ALL=C
 H={q(cfg.home_root)} P={q(cfg.pairs_dir)}
-tmp=$(mktemp -d) && trap 'rm -rf "$tmp"' EXIT
 echo '== passwd'; getent passwd
 echo '== group'; getent group
 echo '== shadow'  # the password field's first character only: never a hash
@@ -127,27 +131,34 @@ if command -v sudo >/dev/null; then
   for u in {users}; do printf '%s %s\n' "$u" "$(sudo -n -l -U "$u" 2>&1 | base64 -w0)"; done
 fi
 echo '== attempts'
-try() {{  # KEY USER SCRIPT [ARG]: SCRIPT run by sh as USER (uid, groups), after `id -un`
-  key=$1 u=$2; shift 2
-  setpriv --reuid="$u" --regid="$u" --init-groups -- sh -c "id -un && $1" sh "$2" \
-    >"$tmp/o" 2>"$tmp/e" </dev/null
-  rc=$?
-  printf '%s|%s|%s|%s\n' "$key" "$rc" "$(base64 -w0 < "$tmp/o")" "$(base64 -w0 < "$tmp/e")"
-}}
-while IFS=: read -r u other; do
-  try "$u sudo" "$u" 'sudo -n true'
-  [ -z "$other" ] && continue
-  try "$u ls-home" "$u" 'ls "$1"' "$H/$other"
-  try "$u touch-home" "$u" 'touch "$1/.intruder"' "$H/$other"
-done <<'STUDENTS'
-{students}STUDENTS
-while IFS=: read -r m g other; do
-  try "$m write-pair" "$m" 'touch "$1" && stat -c %G "$1" && rm -f "$1"' "$P/$g/.ops-verify-$m"
-  [ -z "$other" ] && continue
-  try "$m ls-pair" "$m" 'ls "$1"' "$P/$other"
-  try "$m touch-pair" "$m" 'touch "$1/.intruder"' "$P/$other"
-done <<'MEMBERS'
-{members}MEMBERS
+# What a student tries, run by one shell of theirs (setpriv: their uid and groups): lines
+# KEY|SCRIPT|ARG in, lines KEY|RC|WHO|STDOUT|STDERR (base64) out; WHO is `id -un` there.
+tries='who=$(id -un); t=$(mktemp -d) || exit 1
+while IFS="|" read -r key script arg; do
+  (set -- "$arg"; eval "$script") >"$t/o" 2>"$t/e" </dev/null
+  rc=$? o= e=
+  [ -s "$t/o" ] && o=$(base64 -w0 < "$t/o")
+  [ -s "$t/e" ] && e=$(base64 -w0 < "$t/e")
+  printf "%s|%s|%s|%s|%s\n" "$key" "$rc" "$who" "$o" "$e"
+done
+rm -rf "$t"'
+while IFS=: read -r u other g og; do
+  {{
+    echo "$u sudo|sudo -n true|"
+    if [ -n "$other" ]; then
+      echo "$u ls-home|ls \"\$1\"|$H/$other"
+      echo "$u touch-home|touch \"\$1/.intruder\"|$H/$other"
+    fi
+    if [ -n "$g" ]; then
+      echo "$u write-pair|touch \"\$1\" && stat -c %G \"\$1\" && rm -f \"\$1\"|$P/$g/.ops-verify-$u"
+    fi
+    if [ -n "$og" ]; then
+      echo "$u ls-pair|ls \"\$1\"|$P/$og"
+      echo "$u touch-pair|touch \"\$1/.intruder\"|$P/$og"
+    fi
+  }} | (cd / && setpriv --reuid="$u" --regid="$u" --init-groups -- sh -c "$tries")
+done <<'TRIES'
+{tries}TRIES
 echo '== end'
 """
 
@@ -185,23 +196,27 @@ def parse_facts(text: str) -> Facts:
             elif " " in line:
                 name, data = line.split(" ", 1)
                 f.sudo_rules[name] = _b64(data or "-")
-        elif section == "attempts" and line.count("|") == 3:
-            key, rc, out, err = line.split("|")
-            stdout = _b64(out or "-")
-            f.attempts[key] = Attempt(int(rc), stdout, _b64(err or "-"),
-                                      stdout.split("\n", 1)[0])
+        elif section == "attempts" and line.count("|") == 4:
+            key, rc, who, out, err = line.split("|")
+            f.attempts[key] = Attempt(int(rc), _b64(out or "-"), _b64(err or "-"), who)
     if section != "end":
         raise AssertionError(f"the accounts listing stopped in its {section or 'first'} "
                              "section")
     return f
 
 
-@pytest.fixture(scope="module")
-def facts(host, expected) -> Facts:  # noqa: ANN001
-    """Everything this spec checks on the host, read in one round trip."""
-    r = host.run("sh -c %s", facts_script(expected))
+def read_facts(host, script: str) -> Facts:  # noqa: ANN001
+    r = host.run("sh -c %s", script)
     assert r.rc == 0, f"the accounts listing failed (exit {r.rc}): {r.stderr[-2000:]}"
     return parse_facts(r.stdout)
+
+
+@pytest.fixture(scope="module")
+def facts(host, expected, request: pytest.FixtureRequest) -> Facts:  # noqa: ANN001
+    """Everything this spec checks on the host, read in one round trip (every host's at
+    once: they run on the hosts, side by side)."""
+    script = facts_script(expected)
+    return on_every_host_at_once(request, host, lambda target: read_facts(target, script))
 
 
 def account(facts: Facts, user: str) -> list[str]:

@@ -3,6 +3,8 @@ course QOS, and every roster pair's account with exactly its members."""
 
 from __future__ import annotations
 
+import pytest
+
 from ops import roles
 from ops.accounts.slurm import sacct_duration
 
@@ -28,13 +30,24 @@ def test_course_qos_caps_gpus_and_wall_time(host, inventory_vars) -> None:  # no
     assert line.split("|") == [qos, f"gres/gpu={gpus}", wall]
 
 
-def test_every_pair_has_its_account(host, expected, pair_group,  # noqa: ANN001
+@pytest.fixture(scope="module")
+def associations(host) -> dict[str, list[list[str]]]:  # noqa: ANN001
+    """Every association (account, user, parent, QOS), read once: account -> its rows."""
+    out: dict[str, list[list[str]]] = {}
+    for line in host.check_output("sacctmgr -nP show assoc format=account,user,parentname,qos"
+                                  ).splitlines():
+        account, *rest = line.split("|")
+        out.setdefault(account, []).append(rest)
+    return out
+
+
+def test_every_pair_has_its_account(associations, expected, pair_group,  # noqa: ANN001
                                     inventory_vars) -> None:  # noqa: ANN001
     qos = str(roles.setting(inventory_vars, "slurm", "slurm_qos_name"))
-    rows = host.check_output(f"sacctmgr -nP show assoc where account={pair_group} "
-                             "format=user,parentname,qos").splitlines()
-    account = [r for r in rows if r.split("|")[0] == ""]
-    users = sorted(r.split("|")[0] for r in rows if r.split("|")[0])
-    assert account and account[0].split("|")[1] == expected.cfg.course_group
-    assert qos in account[0].split("|")[2].split(",")
+    rows = associations.get(pair_group, [])
+    account = [r for r in rows if r[0] == ""]
+    users = sorted(r[0] for r in rows if r[0])
+    assert account, f"{pair_group} has no Slurm account"
+    assert account[0][1] == expected.cfg.course_group
+    assert qos in account[0][2].split(",")
     assert users == expected.members(pair_group)

@@ -18,6 +18,7 @@ import pytest
 
 from ops.images import registry as reg
 from ops.images import spec as spec_mod
+from tests.infra.conftest import on_every_host_at_once
 from tests.infra.test_gpu import NO_GPU, has_gpu
 
 STORE = "/var/lib/course-containers/store"
@@ -123,10 +124,16 @@ def _ranges(host, path: str) -> list[tuple[str, int, int]]:  # noqa: ANN001
     return out
 
 
+@pytest.fixture(scope="module")
+def subid_ranges(host) -> dict[str, list[tuple[str, int, int]]]:  # noqa: ANN001
+    """/etc/subuid and /etc/subgid, read once per host."""
+    return {path: _ranges(host, path) for path in ("/etc/subuid", "/etc/subgid")}
+
+
 @pytest.mark.parametrize("path", ["/etc/subuid", "/etc/subgid"])
-def test_every_student_has_one_subordinate_range(host, student: str, expected,  # noqa: ANN001
-                                                 path: str) -> None:
-    ranges = _ranges(host, path)
+def test_every_student_has_one_subordinate_range(subid_ranges, student: str,  # noqa: ANN001
+                                                 expected, path: str) -> None:  # noqa: ANN001
+    ranges = subid_ranges[path]
     mine = [r for r in ranges if r[0] == student]
     assert len(mine) == 1, f"{student} has {len(mine)} ranges in {path}"
     _, start, count = mine[0]
@@ -142,15 +149,25 @@ def test_every_student_has_one_subordinate_range(host, student: str, expected,  
     assert start > uid_hi or start + count <= uid_lo, "overlaps the students' UIDs"
 
 
-def test_a_container_starts_as_a_student_in_a_job(host, expected, pushed: dict) -> None:  # noqa: ANN001,E501
-    gpu_server_only(host)
+@pytest.fixture(scope="module")
+def container_start(host, expected, pushed: dict, request: pytest.FixtureRequest):  # noqa: ANN001, ANN201
+    """A student's one-core job on this GPU server runs a command in the course image
+    (every GPU server's at once: each waits on its own node); None on the login node."""
     student = expected.students("active")[0]
-    node = host.check_output("hostname -s")
-    command = (f"cd /tmp && srun -N1 -w {node} -c 1 --mem=500M -t 2 -J verify "
+    command = ("cd /tmp && srun -N1 -w \"$(hostname -s)\" -c 1 --mem=500M -t 2 -J verify "
                "course-run -- sh -c 'id -u; sed -n \"s/^ *.variant.: *.\\([a-z]*\\).*/\\1/p\" "
                "/opt/course-ops/image.json'")
-    r = host.run("runuser -u %s -- sh -c %s", student, command)
+    return on_every_host_at_once(request, host, lambda target: (
+        target.run("runuser -u %s -- sh -c %s", student, command)
+        if is_gpu_server(target) else None))
+
+
+def test_a_container_starts_as_a_student_in_a_job(host, expected, pushed: dict,  # noqa: ANN001
+                                                  container_start) -> None:  # noqa: ANN001
+    gpu_server_only(host)
+    student = expected.students("active")[0]
     uid = host.user(student).uid
+    r = container_start
     assert r.rc == 0, r.stderr
     assert r.stdout.split()[:2] == [str(uid), pushed["default"]["variant"]], r.stdout
 

@@ -31,6 +31,17 @@ def ops(inv: Path, *args: str, check: bool = True, timeout: int = 900,
     return p
 
 
+def verify_with_faults(inv: Path, area: str, junit: Path, *args: str) -> set[str]:
+    """`ops verify AREA` on a lab with faults made by the test: it must fail; the names of
+    the checks that failed (or errored), for the test to compare with its faults."""
+    import xml.etree.ElementTree as ET
+
+    p = ops(inv, "verify", area, "--junit", str(junit), *args, check=False)
+    assert p.returncode == 1, f"ops verify {area} exited {p.returncode}\n{p.stderr[-2000:]}"
+    return {c.get("name", "") for c in ET.parse(junit).getroot().iter("testcase")
+            if c.find("failure") is not None or c.find("error") is not None}
+
+
 def docker_exec(node: str, *argv: str) -> str:
     return subprocess.run(["docker", "exec", f"{LAB_NAME}-{node}", *argv], check=True,
                           capture_output=True, text=True).stdout

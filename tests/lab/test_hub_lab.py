@@ -30,7 +30,7 @@ import pytest
 from ops import REPO_ROOT
 from ops.inventory import load
 from ops.state import StateFile
-from tests.lab.conftest import LAB_NAME, docker_exec, ops
+from tests.lab.conftest import LAB_NAME, docker_exec, ops, verify_with_faults
 from tests.lab.hub_client import HubError, HubSession, initial_passwords, own_passwords
 from tests.lab.labtools import READABLE, STORE, chromium, wait_for
 
@@ -100,6 +100,18 @@ def test_an_initial_password_gets_a_page_that_says_to_change_it(provisioned_lab:
     assert not s.logged_in()
     r = s.login(initial + "x")  # a wrong one is still just wrong
     assert r.status_code == 200 and "Invalid username or password" in r.text
+
+
+def test_verify_hub_fails_on_exactly_a_readable_secret(provisioned_lab: Path,
+                                                      tmp_path: Path) -> None:
+    token = "/etc/jupyterhub/ops-token"
+    docker_exec("ctl", "chmod", "0644", token)
+    try:
+        failed = verify_with_faults(provisioned_lab, "hub", tmp_path / "hub.xml")
+        assert len(failed) == 1 and "test_the_hubs_secrets_and_lists_are_private" in \
+            next(iter(failed)) and token in next(iter(failed)), failed
+    finally:
+        docker_exec("ctl", "chmod", "0640", token)
 
 
 @pytest.fixture(scope="module")

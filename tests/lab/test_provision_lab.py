@@ -18,7 +18,7 @@ import pytest
 
 from ops.machines import Recap, parse_output
 from tests.lab import labtools
-from tests.lab.conftest import LAB_NAME, docker_exec, ops
+from tests.lab.conftest import LAB_NAME, docker_exec, ops, verify_with_faults
 
 pytestmark = pytest.mark.lab
 NODES = ("ctl", "gpu1", "gpu2")
@@ -237,8 +237,26 @@ def test_a_controller_restart_keeps_jobs_and_accounting(provisioned_lab: Path) -
         docker_exec("ctl", "scancel", job)
 
 
-def test_verify_slurm(provisioned_lab: Path) -> None:
+def test_verify_slurm_fails_with_a_daemon_down_and_passes_with_it_up(provisioned_lab: Path,
+                                                                    tmp_path: Path) -> None:
+    docker_exec("gpu2", "systemctl", "stop", "slurmd")
+    try:
+        failed = verify_with_faults(provisioned_lab, "slurm", tmp_path / "slurm.xml")
+        assert failed == {"test_daemons[ansible://gpu2]"}, failed
+    finally:
+        docker_exec("gpu2", "systemctl", "start", "slurmd")
     ops(provisioned_lab, "verify", "slurm")
+
+
+def test_verify_gpu_fails_where_gpus_are_expected_and_none_show(provisioned_lab: Path,
+                                                              tmp_path: Path) -> None:
+    """The lab's GPU servers have no GPU (the inventory says so: the checks skip); told to
+    expect one, every GPU check fails on both, none passes having checked nothing."""
+    failed = verify_with_faults(provisioned_lab, "gpu", tmp_path / "gpu.xml",
+                                "--expect-gpus", "1")
+    assert {f for f in failed if "gpu1" in f} and {f for f in failed if "gpu2" in f}, failed
+    assert all(re.search(r"ansible://gpu[12]\b", f) for f in failed), failed
+    assert "test_nvidia_smi_lists_the_expected_gpus[ansible://gpu1]" in failed, failed
 
 
 def test_course_sbatch_runs_a_command_with_the_course_defaults(provisioned_lab: Path,

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab.conftest import LAB_NAME, docker_exec, ops
+from tests.lab.conftest import LAB_NAME, docker_exec, ops, verify_with_faults
 from tests.lab.hub_client import initial_passwords, set_own_password
 from tests.lab.labtools import JOBS, READABLE, STORE, UNREADABLE, wait_for
 
@@ -360,8 +360,16 @@ def test_ssh_with_a_job_is_adopted_and_ended_with_it(ssh_student: tuple) -> None
 # ---------------------------------------------------------------- verify, prune
 
 
-def test_verify_student_env(lab: Path) -> None:
-    ops(lab, "verify", "student_env")
+def test_verify_student_env_fails_on_exactly_an_unreadable_store(
+        lab: Path, tmp_path: Path) -> None:
+    """Every check of the area passes but the one that looks at the fault (a file of the
+    students' shared store no student may read, on gpu2)."""
+    docker_exec("gpu2", "sh", "-c", f"chmod o-r $(find {STORE} -maxdepth 2 -type f | head -1)")
+    try:
+        failed = verify_with_faults(lab, "student_env", tmp_path / "env.xml")
+        assert failed == {"test_every_student_can_read_the_store[ansible://gpu2]"}, failed
+    finally:
+        docker_exec("gpu2", "sh", "-c", READABLE)
 
 
 def test_prune_keeps_a_tag_a_job_uses_then_removes_it(lab: Path, pairs: list,

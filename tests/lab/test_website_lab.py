@@ -39,7 +39,7 @@ from ops import REPO_ROOT
 from ops.inventory import load
 from ops.site import sample
 from ops.site import source as site_source
-from tests.lab.conftest import docker_exec, ops
+from tests.lab.conftest import docker_exec, ops, verify_with_faults
 from tests.lab.labtools import chromium
 
 pytestmark = pytest.mark.lab
@@ -112,6 +112,19 @@ def test_provision_deployed_the_site_and_it_verifies(lab: Path, tmp_path: Path) 
     assert len(cases) >= 15
     assert not [c for c in cases if c.find("failure") is not None or
                 c.find("error") is not None or c.find("skipped") is not None]
+
+
+def test_verify_website_fails_on_a_readable_tls_key(lab: Path, tmp_path: Path) -> None:
+    key = next(line.split()[1].rstrip(";") for line in docker_exec(
+        "ctl", "sh", "-c", "cat /etc/nginx/sites-enabled/*").splitlines()
+        if line.strip().startswith("ssl_certificate_key"))
+    mode = docker_exec("ctl", "stat", "-c", "%a", key).strip()
+    docker_exec("ctl", "chmod", "0644", key)
+    try:
+        failed = verify_with_faults(lab, "website", tmp_path / "website.xml")
+        assert failed == {"test_tls_key_is_root_only[ansible://ctl]"}, failed
+    finally:
+        docker_exec("ctl", "chmod", mode, key)
 
 
 def test_http_redirects_and_https_serves_the_info_page(lab: Path) -> None:

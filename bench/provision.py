@@ -75,7 +75,7 @@ class Checkout:
 def machines_alone(checkout: Checkout) -> float:
     """The machines phase of a checkout without --timings: ansible-playbook, timed here."""
     env = {**os.environ, "PYTHONPATH": str(checkout.root)}
-    code = ("import sys, time; from ops import machines; "
+    code = ("import sys, time; import ops.cli; from ops import machines; "
             "from ops.images.commands import image_extra_vars; from pathlib import Path; "
             "inv = Path(sys.argv[1]); t0 = time.monotonic(); "
             "rc, _ = machines.run_playbook(machines.playbook_argv(inv, "

@@ -108,7 +108,7 @@ def facts_script(expected) -> str:  # noqa: ANN001
         other = other_pair(expected, group) if group else None
         tries += f"{student}:{other_home(expected, student) or ''}:{group}:{other or ''}\n"
     return rf"""export LC_ALL=C
-H={q(cfg.home_root)} P={q(cfg.pairs_dir)}
+H={q(cfg.home_root)} P={q(cfg.pairs_dir)} N=$(hostname)
 echo '== passwd'; getent passwd
 echo '== group'; getent group
 echo '== shadow'  # the password field's first character only: never a hash
@@ -150,7 +150,8 @@ while IFS=: read -r u other g og; do
       echo "$u touch-home|touch \"\$1/.intruder\"|$H/$other"
     fi
     if [ -n "$g" ]; then
-      echo "$u write-pair|touch \"\$1\" && stat -c %G \"\$1\" && rm -f \"\$1\"|$P/$g/.ops-verify-$u"
+      probe="$P/$g/.ops-verify-$u.$N"  # this host's own: the hosts may share the directory
+      echo "$u write-pair|touch \"\$1\" && stat -c %G \"\$1\" && rm -f \"\$1\"|$probe"
     fi
     if [ -n "$og" ]; then
       echo "$u ls-pair|ls \"\$1\"|$P/$og"

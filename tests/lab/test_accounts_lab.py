@@ -122,31 +122,32 @@ def test_second_sync_reports_no_change(lab_inventory: Path) -> None:
 
 def test_verify_catches_drift_and_sync_repairs_it(lab_inventory: Path, tmp_path: Path) -> None:
     names = sorted(usernames(lab_inventory).values())
-    pair = sorted(line.split(":")[0] for line in docker_exec("gpu2", "getent", "group")
+    pair = sorted(line.split(":")[0] for line in docker_exec("ctl", "getent", "group")
                   .splitlines() if line.startswith("pair"))[0]
     keys = f"/home/{names[2]}/.ssh/authorized_keys"
     docker_exec("gpu1", "usermod", "-aG", "sudo", names[0])
     docker_exec("ctl", "chmod", "0755", f"/home/{names[1]}")
-    docker_exec("gpu2", "sh", "-c", f"echo 'ssh-ed25519 AAAAC3Nza intruder' >> {keys}")
-    docker_exec("gpu2", "chmod", "0777", f"/home/pairs/{pair}")
+    docker_exec("ctl", "sh", "-c", f"echo 'ssh-ed25519 AAAAC3Nza intruder' >> {keys}")
+    docker_exec("ctl", "chmod", "0777", f"/home/pairs/{pair}")
     docker_exec("ctl", "usermod", "-s", "/bin/sh", names[3])
     p = verify(lab_inventory, tmp_path / "drift.xml", check=False)
     assert p.returncode == 1
     failed = {c.get("name") for c in ET.parse(tmp_path / "drift.xml").getroot().iter("testcase")
               if c.find("failure") is not None}
-    # each fault fails the check that looks at it, on its host only (one listing per host,
-    # then a check per student and pair)
-    for check, subject, host in (("test_student_never_privileged", names[0], "gpu1"),
-                                 ("test_home_is_private", names[1], "ctl"),
-                                 ("test_authorized_keys", names[2], "gpu2"),
-                                 ("test_pair_dir", pair, "gpu2"),
-                                 ("test_student_account", names[3], "ctl")):
-        hits = {f for f in failed if f.startswith(f"{check}[{subject}-")}
-        assert hits and all(host in f for f in hits), (check, subject, sorted(failed))
+    # each fault fails the check that looks at it, on the hosts that hold it: an account
+    # is per host; homes and pair directories are on the lab's shared /home (every node)
+    for check, subject, hosts in (("test_student_never_privileged", names[0], {"gpu1"}),
+                                  ("test_student_account", names[3], {"ctl"}),
+                                  ("test_home_is_private", names[1], set(NODES)),
+                                  ("test_authorized_keys", names[2], set(NODES)),
+                                  ("test_pair_dir", pair, set(NODES))):
+        hits = {f.rsplit("://", 1)[1].rstrip("]") for f in failed
+                if f.startswith(f"{check}[{subject}-")}
+        assert hits == hosts, (check, subject, hits, sorted(failed))
     assert plan(lab_inventory) == {("gpu1", "change", "user", names[0]),
                                    ("ctl", "change", "dir", f"/home/{names[1]}"),
-                                   ("gpu2", "change", "keys", keys),
-                                   ("gpu2", "change", "dir", f"/home/pairs/{pair}"),
+                                   ("ctl", "change", "keys", keys),
+                                   ("ctl", "change", "dir", f"/home/pairs/{pair}"),
                                    ("ctl", "change", "user", names[3])}
     ops(lab_inventory, "-y", "accounts", "sync")
     verify(lab_inventory, tmp_path / "repaired.xml")

@@ -102,13 +102,21 @@ def test_status_shows_every_server_up_to_date(provisioned_lab: Path, built: str)
 
 
 def test_a_server_missing_the_image_fails_verify(provisioned_lab: Path, built: str) -> None:
+    """gpu2 loses the image's name (its layers are kept under a name of the test's, so the
+    pull that repairs it fetches no layer again): verify fails, `ops images pull` mends it."""
     ref = f"ctl:5000/{SPEC.repository}:{built}"
-    docker_exec("gpu2", "docker", "image", "rm", ref)
-    p = ops(provisioned_lab, "verify", "images", check=False)
-    assert p.returncode == 1
-    ops(provisioned_lab, "images", "pull")
-    assert ref in docker_exec("gpu2", "docker", "image", "ls", "--format",
-                              "{{.Repository}}:{{.Tag}}").split()
+    aside = f"course-ops-test/aside:{built}"
+    docker_exec("gpu2", "docker", "image", "tag", ref, aside)
+    try:
+        docker_exec("gpu2", "docker", "image", "rm", ref)
+        p = ops(provisioned_lab, "verify", "images", check=False)
+        assert p.returncode == 1
+        assert f"{ref} is not pulled" in p.stdout, p.stdout[-2000:]
+        ops(provisioned_lab, "images", "pull")
+        assert ref in docker_exec("gpu2", "docker", "image", "ls", "--format",
+                                  "{{.Repository}}:{{.Tag}}").split()
+    finally:
+        docker_exec("gpu2", "docker", "image", "rm", aside)
 
 
 # --------------------------------------------------------------------------- engine only

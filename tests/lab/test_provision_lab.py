@@ -239,12 +239,18 @@ def test_a_controller_restart_keeps_jobs_and_accounting(provisioned_lab: Path) -
 
 def test_verify_slurm_fails_with_a_daemon_down_and_passes_with_it_up(provisioned_lab: Path,
                                                                     tmp_path: Path) -> None:
+    """slurmd stopped on gpu2: its daemon check fails there, and the controller's node check
+    may see the node go unresponsive too; nothing else fails. Started again, all pass."""
     docker_exec("gpu2", "systemctl", "stop", "slurmd")
     try:
         failed = verify_with_faults(provisioned_lab, "slurm", tmp_path / "slurm.xml")
-        assert failed == {"test_daemons[ansible://gpu2]"}, failed
+        assert "test_daemons[ansible://gpu2]" in failed, failed
+        assert failed <= {"test_daemons[ansible://gpu2]", "test_nodes_are_idle[ansible://ctl]"}
     finally:
         docker_exec("gpu2", "systemctl", "start", "slurmd")
+        wait_for("gpu2 to be back in Slurm", lambda: docker_exec(
+            "ctl", "sinfo", "-h", "-n", "gpu2", "-o", "%T").strip() in ("idle", "mixed",
+                                                                      "allocated"), timeout=120)
     ops(provisioned_lab, "verify", "slurm")
 
 

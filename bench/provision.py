@@ -130,10 +130,13 @@ def main() -> None:
         n = statistics.median(rows["new"].get(what, [float("nan")]))
         met = "met" if n <= target else "MISSED"
         print(f"{what:18} {b:9.1f}s {n:9.1f}s {n / b:7.2f} {target:6.0f} s {met}")
-    print("checks per host (baseline -> new):")
+    print("checks per host (baseline -> new; a baseline before stop 19 counts the checks a "
+          "mark skips under 'control'):")
     for host in sorted(set(counts["baseline"]) | set(counts["new"])):
         b, n = counts["baseline"][host], counts["new"][host]
         print(f"  {host:10} {b:5} -> {n:5}{'' if b == n else '  DIFFERENT'}")
+    b, n = sum(counts["baseline"].values()), sum(counts["new"].values())
+    print(f"  {'all':10} {b:5} -> {n:5}{'' if b == n else '  DIFFERENT'}")
 
 
 if __name__ == "__main__":

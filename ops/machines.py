@@ -12,6 +12,7 @@ import re
 import shlex
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,23 +56,29 @@ def playbook_argv(inventory_dir: Path, playbook: str = "site.yml", *, check: boo
     return argv + list(extra)
 
 
+def _after(lines: list[str], banner: str) -> Iterator[tuple[bool, str]]:
+    """Each line of Ansible's output without its colours, and whether it comes after the
+    ``banner`` line (which itself is left out)."""
+    after = False
+    for raw in lines:
+        line = _ANSI.sub("", raw).rstrip()
+        if line.startswith(banner):
+            after = True
+            continue
+        yield after, line
+
+
 def parse_output(lines: list[str]) -> dict[str, Recap]:
     recaps: dict[str, Recap] = {}
     reboot: set[str] = set()
-    in_recap = False
-    for raw in lines:
-        line = _ANSI.sub("", raw).rstrip()
-        if line.startswith("PLAY RECAP"):
-            in_recap = True
-            continue
+    for in_recap, line in _after(lines, "PLAY RECAP"):
         m = _REBOOT.search(line)
         if m:
             reboot.add(m.group(1))
-        if in_recap:
-            r = _RECAP.match(line)
-            if r:
-                recaps[r["host"]] = Recap(int(r["ok"]), int(r["changed"]),
-                                          int(r["unreachable"]), int(r["failed"]))
+        r = _RECAP.match(line) if in_recap else None
+        if r:
+            recaps[r["host"]] = Recap(int(r["ok"]), int(r["changed"]),
+                                      int(r["unreachable"]), int(r["failed"]))
     for host in reboot:
         recaps.setdefault(host, Recap()).reboot_required = True
     return recaps
@@ -81,12 +88,7 @@ def parse_role_times(lines: list[str]) -> dict[str, float]:
     """Seconds per role (and per task outside a role, by its action) from the ROLES RECAP
     that ansible.posix.profile_roles prints at the end of a run."""
     times: dict[str, float] = {}
-    in_recap = False
-    for raw in lines:
-        line = _ANSI.sub("", raw).rstrip()
-        if line.startswith("ROLES RECAP"):
-            in_recap = True
-            continue
+    for in_recap, line in _after(lines, "ROLES RECAP"):
         m = _ROLE_TIME.match(line) if in_recap else None
         if m and m["role"] != "total":
             times[m["role"]] = float(m["seconds"])

@@ -66,9 +66,7 @@ class NotChecked(OpsError):
     code = ExitCode.NOT_CHECKED
 
 
-def targets(inventory_dir: Path | inv_mod.Inventory, areas: list[str]) -> str:
-    inv = inventory_dir if isinstance(inventory_dir, inv_mod.Inventory) \
-        else inv_mod.load(inventory_dir)
+def targets(inv: inv_mod.Inventory, areas: list[str]) -> str:
     groups: list[str] = []
     for a in areas:
         wanted = [g if inv.groups.get(g) else FALLBACK_GROUPS.get(g, g) for g in SPEC_GROUPS[a]]
@@ -167,9 +165,13 @@ def verify(inventory_dir: Path, area: str | None, hosts: str | None, junit: Path
         out = Path(tmp) / "verify.xml"
         # one pytest session for every spec, each on its own groups: the start-up (imports,
         # the Ansible inventory, the SSH connections) is paid once, not once per spec
-        inv = inv_mod.load(inventory_dir) if not hosts and areas else None
-        spec_hosts = hosts or {a: targets(inv, [a]) for a in areas if inv}
         if areas:
+            spec_hosts: str | dict[str, str]
+            if hosts:
+                spec_hosts = hosts
+            else:
+                inv = inv_mod.load(inventory_dir)
+                spec_hosts = {a: targets(inv, [a]) for a in areas}
             code = run(pytest_argv(inventory_dir, areas, spec_hosts, out, roster, verbosity,
                                    ssh_config, expect_gpus), cwd=REPO_ROOT)
         merged = report.merge([out] if out.is_file() else [])

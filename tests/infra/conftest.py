@@ -167,6 +167,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("pair_group", pairs, ids=pairs)
 
 
+def _target_of(item: pytest.Item) -> Any:
+    """The testinfra host a collected check runs on (None: it runs on no host)."""
+    callspec = getattr(item, "callspec", None)
+    return callspec.params.get("_testinfra_host") if callspec else None
+
+
 #: (spec module, fixture, host's test id) -> the fixture's read of that host, under way
 _READS: dict[tuple[str, str, str], Future[Any]] = {}
 
@@ -181,8 +187,7 @@ def on_every_host_at_once(request: pytest.FixtureRequest, host: Any,
     if not any(k[:2] == (module, name) for k in _READS):
         targets: dict[str, Any] = {}
         for item in request.session.items:
-            callspec = getattr(item, "callspec", None)
-            target = callspec.params.get("_testinfra_host") if callspec else None
+            target = _target_of(item)
             if (target is not None and getattr(item, "module", None) is request.module
                     and name in getattr(item, "fixturenames", ())):
                 targets[target.backend.get_pytest_id()] = target
@@ -198,8 +203,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Name each check's host in the JUnit XML, for the per-host summary of `ops verify`:
     at collection, so a check skipped by a mark or a fixture still counts for its host."""
     for item in items:
-        callspec = getattr(item, "callspec", None)
-        target = callspec.params.get("_testinfra_host") if callspec else None
+        target = _target_of(item)
         if target is not None:
             item.user_properties.append(
                 ("host", target.backend.get_pytest_id().split("://", 1)[-1] or "local"))

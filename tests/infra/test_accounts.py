@@ -74,7 +74,7 @@ class Facts:
 
 
 def _b64(text: str) -> str:
-    return base64.b64decode(text).decode("utf-8", "replace") if text != "-" else ""
+    return base64.b64decode(text).decode("utf-8", "replace")  # "" for an empty field
 
 
 def other_home(expected, student: str) -> str | None:  # noqa: ANN001
@@ -196,10 +196,10 @@ def parse_facts(text: str) -> Facts:
                 f.has_sudo = True
             elif " " in line:
                 name, data = line.split(" ", 1)
-                f.sudo_rules[name] = _b64(data or "-")
+                f.sudo_rules[name] = _b64(data)
         elif section == "attempts" and line.count("|") == 4:
             key, rc, who, out, err = line.split("|")
-            f.attempts[key] = Attempt(int(rc), _b64(out or "-"), _b64(err or "-"), who)
+            f.attempts[key] = Attempt(int(rc), _b64(out), _b64(err), who)
     if section != "end":
         raise AssertionError(f"the accounts listing stopped in its {section or 'first'} "
                              "section")

@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.text import Text
 
 from ops import REPO_ROOT, __version__
-from ops.errors import ExitCode, InputErrors, OpsError, UsageError
+from ops.errors import ExitCode, InputError, InputErrors, OpsError, UsageError
 
 DEFAULT_INVENTORY = REPO_ROOT / "inventory" / "lab"
 # markup off: roster names, paths and hosts are printed as they are, never as rich markup
@@ -554,6 +554,46 @@ def hub_status(opts: Opts, fmt: str) -> None:
     out.print(f"{len(found)} server(s)")
 
 
+# ---------------------------------------------------------------- usage
+@cli.command("usage")
+@click.option("--since", help="Start of the window, YYYY-MM-DD[THH:MM] on the controller's "
+              "clock (default: semester_start in group_vars, else 120 days ago).")
+@click.option("--until", default="now", show_default=True, help="End of the window.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table")
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write a PNG: GPU-hours per pair against the budgets, and the GPU "
+              "occupancy per day with the homework deadlines.")
+@common
+@pass_opts
+def usage_cmd(opts: Opts, since: str | None, until: str, fmt: str, plot: Path | None) -> None:
+    """GPU and CPU time per pair and per student, and each pair's budget used, from Slurm's
+    accounting (one read of the controller). Changes nothing."""
+    from ops import inventory as inv_mod
+    from ops import slurm_usage
+    from ops import usage as usage_mod
+
+    inv = inv_mod.load(opts.inventory)
+    since = usage_mod.check_when("--since", since) if since else usage_mod.default_since(inv)
+    until = usage_mod.check_when("--until", until)
+    if plot is not None and not plot.parent.is_dir():
+        raise InputError(plot, None, "its directory does not exist", hint="create it first")
+    rep = usage_mod.read(inv, since, until)
+    if plot is not None:
+        slurm_usage.draw(slurm_usage.plot_series(rep, usage_mod.site_deadlines(inv)),
+                         str(plot))
+        opts.say(f"wrote {plot}")
+    if fmt == "json":
+        click.echo(json.dumps(rep, indent=1))
+    elif fmt == "csv":
+        click.echo(slurm_usage.to_csv(rep), nl=False)
+    else:
+        t = Table(*slurm_usage.TABLE_HEADER,
+                  title=f"GPU usage {rep['since']} .. {rep['until']} ({rep['gpus']} GPUs)")
+        for row in slurm_usage.table_rows(rep):
+            t.add_row(*row)
+        out.print(t)
+
+
 # ---------------------------------------------------------------- verify / provision
 @cli.command("verify")
 @click.argument("area", required=False)
@@ -650,10 +690,14 @@ def provision(opts: Opts, check: bool, diff: bool, limit: str | None, tags: str 
                 prebuilt = site_mod.prebuild(opts.inventory, Path(tmp) / "site", log=opts.say)
         if not skip_machines:
             opts.say("phase 1/3: machines (ansible-playbook playbooks/site.yml)")
+            from ops import usage
             from ops.images.commands import image_extra_vars
 
+            page = usage.extra_vars(inv_mod.load(opts.inventory))
             argv = machines.playbook_argv(opts.inventory, check=check, diff=diff, limit=limit,
                                           tags=tags, extra=(*image_extra_vars(opts.inventory),
+                                                            *(("-e", json.dumps(page))
+                                                              if page else ()),
                                                             *extra), verbosity=opts.verbose)
             if opts.verbose:
                 err.print(f"$ {shlex.join(argv)}")

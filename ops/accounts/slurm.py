@@ -1,5 +1,6 @@
 """Slurm in step with the roster: a parent account for the course, an account per pair (or
-single) under it with the course QOS (which caps each pair's GPUs and wall time), and each
+single) under it with the course QOS (which caps each pair's GPUs and wall time) and its GPU
+budget for the semester (GrpTRESMins=gres/gpu, :mod:`ops.accounts.budgets`), and each
 student's association. Read with one sacctmgr call per kind; written with one
 ``sacctmgr load`` for everything new plus one call per kind of removal: never one call per
 student. Job history stays: removing an association keeps the jobs it ran.
@@ -7,6 +8,7 @@ student. Job history stays: removing an association keeps the jobs it ran.
 
 from __future__ import annotations
 
+from ops.accounts.budgets import Budgets
 from ops.accounts.plan import ADD, CHANGE, REMOVE, Change, HostPlan
 from ops.accounts.snapshot import SlurmSnapshot
 from ops.state import ACTIVE, AccountsState
@@ -38,10 +40,17 @@ def _q(value: str) -> str:
     return "'" + value.replace("'", "") + "'"
 
 
+def gpu_hours(minutes: int | None) -> str:
+    if minutes is None:
+        return "none"
+    return f"{minutes / 60:g} GPU-hours"
+
+
 def plan(host: str, state: AccountsState, course: str, qos: str,
-         snap: SlurmSnapshot, staff_account: str = "course-staff") -> HostPlan:
+         snap: SlurmSnapshot, staff_account: str = "course-staff",
+         budgets: Budgets | None = None) -> HostPlan:
     """The Slurm changes on the controller ``host``. Staff get one account of their own
-    under the course's, outside the pairs' QOS (no per-pair GPU cap)."""
+    under the course's, outside the pairs' QOS (no per-pair GPU cap) and budgets."""
     out = HostPlan(host)
     pairs = {k: p.group for k, p in state.pairs.items() if p.status == ACTIVE}
     want_users = {r.username: pairs[r.pair] for r in state.students.values()
@@ -82,6 +91,15 @@ def plan(host: str, state: AccountsState, course: str, qos: str,
         text = "\n".join([f"Cluster - {_q(snap.cluster)}", *load]) + "\n"
         argv.append(("sh", "-c", 'f=$(mktemp) && printf %s "$1" > "$f" && '
                      'sacctmgr -i load file="$f"; rc=$?; rm -f "$f"; exit $rc', "sh", text))
+    budgets = budgets or Budgets()
+    by_budget: dict[int, list[str]] = {}
+    for key, group in sorted(pairs.items(), key=lambda kv: kv[1]):
+        want, now = budgets.minutes(key), snap.gpu_minutes.get(group)
+        if want != now and not (want is None and group not in snap.accounts):
+            out.changes.append(Change(host, CHANGE if group in snap.accounts else ADD, "slurm",
+                                      f"budget {group}", f"{gpu_hours(now)}->{gpu_hours(want)}"
+                                      if group in snap.accounts else gpu_hours(want)))
+            by_budget.setdefault(-1 if want is None else want, []).append(group)
     for user, account in sorted(want_users.items()):
         have = snap.default_account.get(user)
         if have and have != account:
@@ -89,6 +107,25 @@ def plan(host: str, state: AccountsState, course: str, qos: str,
                                       f"default account {have}->{account}"))
             argv.append(("sacctmgr", "-i", "modify", "user", "where", f"name={user}", "set",
                          f"DefaultAccount={account}"))
+    # The staff coordinate the course's account: Slurm shows them every pair's jobs and
+    # usage (PrivateData hides them from students), and lets them hold or cancel jobs.
+    coords = {u for u, accts in snap.coordinates.items() if course in accts}
+    add_coords = [n for n in staff if n not in coords]
+    drop_coords = sorted(u for u in coords & managed if u not in staff)
+    for n in add_coords:
+        out.changes.append(Change(host, ADD, "slurm", f"coordinator {n}",
+                                  f"of {course}: sees every pair's jobs"))
+    for n in drop_coords:
+        out.changes.append(Change(host, REMOVE, "slurm", f"coordinator {n}", f"of {course}"))
+    if add_coords:
+        argv.append(("sacctmgr", "-i", "add", "coordinator", f"account={course}",
+                     f"names={','.join(add_coords)}"))
+    if drop_coords:
+        argv.append(("sacctmgr", "-i", "delete", "coordinator", f"account={course}",
+                     f"names={','.join(drop_coords)}"))
+    for minutes, groups in sorted(by_budget.items()):  # one call per distinct budget
+        argv.append(("sacctmgr", "-i", "modify", "account", "where", f"name={','.join(groups)}",
+                     "set", f"GrpTRESMins=gres/gpu={minutes}"))
     stale: dict[str, list[str]] = {}
     for user, account in sorted(snap.assocs):
         if user in managed and want_users.get(user) != account:

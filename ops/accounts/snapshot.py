@@ -29,8 +29,9 @@ class PasswdEntry:
 SLURM_SNAPSHOT = (
     "if command -v sacctmgr >/dev/null 2>&1; then "
     "if cl=$(sacctmgr -nP show cluster format=cluster 2>/dev/null) && "
-    "as=$(sacctmgr -nP show assoc format=account,user,parentname 2>/dev/null) && "
-    "us=$(sacctmgr -nP show user format=user,defaultaccount 2>/dev/null); then "
+    "as=$(sacctmgr -nP show assoc format=account,user,parentname,grptresmins 2>/dev/null) && "
+    "us=$(sacctmgr -nP show user withcoord format=user,defaultaccount,coordinators "
+    "2>/dev/null); then "
     "echo '#slurm-cluster'; printf '%s\\n' \"$cl\"; "
     "echo '#slurm-assoc'; printf '%s\\n' \"$as\"; "
     "echo '#slurm-users'; printf '%s\\n' \"$us\"; "
@@ -45,6 +46,10 @@ class SlurmSnapshot:
     accounts: dict[str, str] = field(default_factory=dict)  # account -> parent
     assocs: set[tuple[str, str]] = field(default_factory=set)  # (user, account)
     default_account: dict[str, str] = field(default_factory=dict)
+    #: each account's GPU budget (GrpTRESMins gres/gpu, GPU-minutes); absent: none
+    gpu_minutes: dict[str, int] = field(default_factory=dict)
+    #: the accounts each user coordinates (a parent's coordinator: its children's too)
+    coordinates: dict[str, set[str]] = field(default_factory=dict)
     error: str = ""  # sacctmgr failed: what it said
 
 
@@ -58,8 +63,14 @@ def parse_slurm(section: str, line: str, snap: SlurmSnapshot) -> None:
             snap.assocs.add((user, account))
         elif account != "root":
             snap.accounts[account] = parent
+            for tres in (f[3].split(",") if len(f) >= 4 else []):
+                name, _, value = tres.partition("=")
+                if name == "gres/gpu" and value.isdigit():
+                    snap.gpu_minutes[account] = int(value)
     elif section == "slurm-users" and len(f) >= 2:
         snap.default_account[f[0]] = f[1]
+        if len(f) >= 3 and f[2]:
+            snap.coordinates[f[0]] = set(f[2].split(","))
     elif section == "slurm-error":
         said = line.strip()
         snap.error = said if snap.error == "sacctmgr failed" else f"{snap.error} {said}".strip()

@@ -6,12 +6,13 @@ import datetime as dt
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ops import inventory as inv_mod
 from ops import roles
 from ops import roster as roster_mod
+from ops.accounts import budgets as budgets_mod
 from ops.accounts import slurm
 from ops.accounts.model import AccountsConfig, allocate, desired, leavers
 from ops.accounts.passwords import InitialPasswords
@@ -29,6 +30,7 @@ class Context:
     cfg: AccountsConfig
     roster: Roster
     statefile: StateFile
+    budgets: budgets_mod.Budgets = field(default_factory=budgets_mod.Budgets)
 
     @property
     def hosts(self) -> list[Host]:
@@ -75,7 +77,9 @@ def load_context(inventory_dir: Path, roster_path: Path | None = None, *,
                          "would be made already expired",
                          hint="set it to the end of this semester")
     path = roster_path or inv.path_var("accounts_roster")
-    return Context(inv, cfg, roster_mod.load(path), StateFile(inv.dir))
+    roster = roster_mod.load(path)
+    return Context(inv, cfg, roster, StateFile(inv.dir),
+                   budgets_mod.load(inv.vars, inv.dir, roster, inv.where))
 
 
 def snapshots(ctx: Context, state: object) -> dict[str, HostSnapshot]:
@@ -119,7 +123,7 @@ def plan_for(
         plans[ctx.slurm_host].changes += slurm.plan(
             ctx.slurm_host, state, ctx.cfg.course_group,
             str(roles.setting(ctx.inv.vars, "slurm", "slurm_qos_name")), slurm_snap,
-            ctx.cfg.staff_group).changes
+            ctx.cfg.staff_group, ctx.budgets).changes
     return plans
 
 

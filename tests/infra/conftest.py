@@ -10,13 +10,14 @@ import json
 import os
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from ops import REPO_ROOT
+from ops.accounts.budgets import Budgets
 from ops.accounts.model import AccountsConfig, allocate
 from ops.errors import OpsError
 from ops.roster import Roster
@@ -41,6 +42,7 @@ class Expected:
     cfg: AccountsConfig
     state: AccountsState
     roster: Roster
+    budgets: Budgets = field(default_factory=Budgets)
 
     def students(self, status: str) -> list[str]:
         return sorted(r.username for r in self.state.students.values() if r.status == status)
@@ -64,6 +66,11 @@ class Expected:
     def gid(self, group: str) -> int:
         return next(p.gid for p in self.state.pairs.values() if p.group == group)
 
+    def gpu_minutes(self, group: str) -> int | None:
+        """The pair's GPU budget (GrpTRESMins gres/gpu) the inventory asks for."""
+        key = next(k for k, p in self.state.pairs.items() if p.group == group)
+        return self.budgets.minutes(key)
+
 
 def _expected(config: pytest.Config) -> Expected:
     cached = getattr(config, "_ops_expected", None)
@@ -82,7 +89,7 @@ def _expected(config: pytest.Config) -> Expected:
         state = allocate(ctx.roster, saved, ctx.cfg, ctx.statefile.path)
     except OpsError as exc:
         raise pytest.UsageError(str(exc)) from None
-    exp = Expected(ctx.cfg, state, ctx.roster)
+    exp = Expected(ctx.cfg, state, ctx.roster, ctx.budgets)
     config._ops_expected = exp  # type: ignore[attr-defined]
     return exp
 

@@ -247,3 +247,43 @@ def test_tls_key_is_root_only(host, site: Site) -> None:  # noqa: ANN001
     assert key.exists
     assert key.user == "root"
     assert key.mode in (0o600, 0o640)
+
+
+# ---------------------------------------------------------------- the staff's usage page
+@pytest.fixture(scope="module")
+def usage_page(inventory_vars) -> dict[str, str]:  # noqa: ANN001
+    """Role usage_page's settings; skips where the inventory turns the page off."""
+    from ops import roles
+
+    if not roles.setting(inventory_vars, "usage_page", "usage_page_enabled"):
+        pytest.skip("the inventory has no staff usage page (usage_page_enabled: false)")
+    return {k: str(roles.setting(inventory_vars, "usage_page", f"usage_page_{k}"))
+            for k in ("root", "account", "user")}
+
+
+@pytest.mark.parametrize("path", ["", "index.html", "usage.json", "usage.png"])
+def test_the_staff_usage_page_needs_the_password(host, site: Site, usage_page,  # noqa: ANN001
+                                                 path: str) -> None:
+    r = get(host, f"https://localhost{site.baseurl}/staff/usage/{path}")
+    assert r.status == 401 and "basic" in r.headers.get("www-authenticate", "").lower()
+
+
+def test_the_staff_usage_page_is_published(host, usage_page) -> None:  # noqa: ANN001
+    for name in ("index.html", "usage.png", "usage.json"):
+        f = host.file(f"{usage_page['root']}/{name}")
+        assert f.is_file and f.user == usage_page["account"], name
+
+
+def test_the_staff_usage_page_keeps_only_a_hash(host, usage_page) -> None:  # noqa: ANN001
+    f = host.file("/etc/nginx/course-usage-page.htpasswd")
+    assert (f.user, f.group, f.mode) == ("root", "www-data", 0o640)
+    user, _, hashed = f.content_string.strip().partition(":")
+    assert user == usage_page["user"] and hashed.startswith("$6$")
+
+
+def test_the_publishing_key_may_only_write_the_page(host, usage_page) -> None:  # noqa: ANN001
+    account = host.user(usage_page["account"])
+    keys = host.file(f"{account.home}/.ssh/authorized_keys").content_string.splitlines()
+    assert len(keys) == 1
+    assert keys[0].startswith(f'command="/usr/bin/rrsync -wo {usage_page["root"]}",restrict ')
+    assert account.password in ("!", "*", "!*")  # no password login

@@ -1,0 +1,1 @@
+../../../ops/slurm_usage.py

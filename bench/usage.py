@@ -64,8 +64,8 @@ def main() -> int:
     want = 4 * args.pairs
     since = ctl(container, "date", "-d", f"@{first - 60}", "+%Y-%m-%dT%H:%M:%S").strip()
     while True:
-        done = ctl(container, "sacct", "-aXnP", "-S", since, "-s", "CD", "-o", "account",
-                   "-A", ",".join(names)).split()
+        done = [s for s in ctl(container, "sacct", "-aXnP", "-S", since, "-o", "state",
+                               "-A", ",".join(names)).split() if s == "COMPLETED"]
         print(f"\r{len(done)}/{want} jobs recorded", end="", flush=True)
         if len(done) >= want:
             break

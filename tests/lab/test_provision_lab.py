@@ -240,13 +240,23 @@ def test_a_controller_restart_keeps_jobs_and_accounting(provisioned_lab: Path) -
 def test_verify_slurm_fails_with_a_daemon_down_and_passes_with_it_up(provisioned_lab: Path,
                                                                     tmp_path: Path) -> None:
     """slurmd stopped on gpu2: its daemon check fails there, and the controller's node check
-    may see the node go unresponsive too; nothing else fails. Started again, all pass."""
+    may see the node go unresponsive too; a pair's GPU budget changed by hand and the staff's
+    coordinator role taken away fail their checks; nothing else fails. Started again and
+    the accounts synced (which repairs both), all pass."""
     docker_exec("gpu2", "systemctl", "stop", "slurmd")
+    docker_exec("ctl", "sacctmgr", "-i", "modify", "account", "where", "name=pair001", "set",
+                "GrpTRESMins=gres/gpu=1")
+    docker_exec("ctl", "sacctmgr", "-i", "delete", "coordinator", "account=course",
+                "names=labta")
     try:
         failed = verify_with_faults(provisioned_lab, "slurm", tmp_path / "slurm.xml")
-        assert "test_daemons[ansible://gpu2]" in failed, failed
-        assert failed <= {"test_daemons[ansible://gpu2]", "test_nodes_are_idle[ansible://ctl]"}
+        faults = {"test_daemons[ansible://gpu2]",
+                  "test_every_pair_has_its_gpu_budget[pair001-ansible://ctl]",
+                  "test_the_staff_see_every_pairs_jobs[ansible://ctl]"}
+        assert faults <= failed, failed
+        assert failed <= {*faults, "test_nodes_are_idle[ansible://ctl]"}
     finally:
+        ops(provisioned_lab, "-y", "accounts", "sync")
         docker_exec("gpu2", "systemctl", "start", "slurmd")
         wait_for("gpu2 to be back in Slurm", lambda: docker_exec(
             "ctl", "sinfo", "-h", "-n", "gpu2", "-o", "%T").strip() in ("idle", "mixed",

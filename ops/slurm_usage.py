@@ -478,9 +478,37 @@ def main_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def gpu_jobs(squeue: str) -> dict[str, list[dict[str, str]]]:
+    """Running jobs holding GPUs, per account, from ``squeue -h -t RUNNING -o
+    '%i|%u|%a|%b'`` (root's view)."""
+    out: dict[str, list[dict[str, str]]] = {}
+    for line in squeue.splitlines():
+        f = line.split("|")
+        if len(f) >= 4 and re.search(r"gpu(?::[^:,]+)?:[1-9]", f[3]):
+            out.setdefault(f[2], []).append({"job": f[0], "user": f[1], "gres": f[3]})
+    return out
+
+
+def _write_private(path: str, doc: Any, gid: int) -> None:
+    """``doc`` as JSON at ``path``, root's and readable by group ``gid`` only (0640)."""
+    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+    with os.fdopen(fd, "w") as f:
+        json.dump(doc, f)
+    os.chown(tmp, 0, gid)
+    os.chmod(tmp, 0o640)
+    os.replace(tmp, path)
+
+
+#: every pair's GPU jobs for the hub (its own group only): Slurm shows the hub, which asks
+#: as the student, only the student's own jobs, not the partner's that holds the GPU
+HUB_FILE = "hub.json"
+
+
 def main_pairs(args: argparse.Namespace) -> int:
-    """Each pair's budget, used and running GPU-minutes into ``--dir``/<account>.json, owned
-    by root and readable by the pair's group (the account's name) only."""
+    """Each pair's budget, used and running GPU-minutes and its running GPU jobs into
+    ``--dir``/<account>.json, owned by root and readable by the pair's group (the account's
+    name) only; every pair's GPU jobs into ``hub.json`` for the hub's group."""
     import grp
 
     cfg = _config(args.config)
@@ -489,6 +517,7 @@ def main_pairs(args: argparse.Namespace) -> int:
     pairs = [a for a in (parse_assoc(line) for line in lines)
              if a is not None and not a.user and a.parent == cfg["course_account"]
              and a.account != cfg.get("staff_account", "course-staff")]
+    running = gpu_jobs(_run("squeue", "-h", "-t", "RUNNING", "-o", "%i|%u|%a|%b"))
     os.makedirs(args.dir, mode=0o755, exist_ok=True)
     keep = set()
     for a in pairs:
@@ -498,16 +527,21 @@ def main_pairs(args: argparse.Namespace) -> int:
             continue  # no such group on this host: nobody to show it to
         name = f"{a.account}.json"
         keep.add(name)
-        doc = {"account": a.account, "budget_gpu_minutes": a.gpu_minutes_limit,
-               "used_gpu_minutes": a.gpu_minutes_used,
-               "running_gpu_minutes": a.gpu_minutes_running, "at": now}
-        tmp = os.path.join(args.dir, f".{name}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
-        with os.fdopen(fd, "w") as f:
-            json.dump(doc, f)
-        os.chown(tmp, 0, gid)
-        os.chmod(tmp, 0o640)
-        os.replace(tmp, os.path.join(args.dir, name))
+        _write_private(os.path.join(args.dir, name), {
+            "account": a.account, "budget_gpu_minutes": a.gpu_minutes_limit,
+            "used_gpu_minutes": a.gpu_minutes_used,
+            "running_gpu_minutes": a.gpu_minutes_running,
+            "gpu_jobs": running.get(a.account, []), "at": now}, gid)
+    hub = cfg.get("hub_group")
+    try:
+        hub_gid = grp.getgrnam(str(hub)).gr_gid if hub else None
+    except KeyError:
+        hub_gid = None
+    if hub_gid is not None:
+        keep.add(HUB_FILE)
+        _write_private(os.path.join(args.dir, HUB_FILE), {
+            "at": now, "gpu_jobs": {a.account: [j["job"] for j in running.get(a.account, [])]
+                                    for a in pairs}}, hub_gid)
     for old in os.listdir(args.dir):
         if old.endswith(".json") and old not in keep:
             os.unlink(os.path.join(args.dir, old))
@@ -519,6 +553,14 @@ def _run(*argv: str) -> str:
     if done.returncode:
         raise UsageError(f"{argv[0]} failed: {done.stderr.strip()[:200]}")
     return done.stdout
+
+
+#: what a pending job's reason means for a student of the course
+REASONS = {
+    "AssocGrpGRESMinutes": "your pair's GPU budget is spent; the staff can raise it",
+    "AssocGrpGRESRunMinutes": "your pair's running GPU jobs may use the rest of its budget",
+    "MaxGRESPerAccount": "your pair's GPU is in use; it starts when that job ends",
+}
 
 
 def main_student(args: argparse.Namespace) -> int:
@@ -552,6 +594,15 @@ def main_student(args: argparse.Namespace) -> int:
               f"running jobs (as of {at})")
         print("  a GPU job starts only if its GPUs x time limit fit in what is left: near the "
               "end of the budget, ask for a shorter --time")
+    for a in assocs:
+        try:
+            with open(os.path.join(args.dir, f"{a.account}.json"), encoding="utf-8") as f:
+                holders = json.load(f).get("gpu_jobs", [])
+        except (OSError, ValueError):
+            holders = []
+        for j in holders:
+            who = "you" if j.get("user") == user else j.get("user", "your partner")
+            print(f"  your pair's GPU job {j.get('job')} ({who}) is running")
     running = _run("squeue", "--me", "-h", "-t", "RUNNING", "-o", "%i|%j|%b|%M|%L")
     pending = _run("squeue", "--me", "-h", "-t", "PENDING", "--start", "-o", "%i|%j|%b|%S|%r")
     print("running jobs:" if running.strip() else "running jobs: none")
@@ -562,7 +613,8 @@ def main_student(args: argparse.Namespace) -> int:
     for line in pending.splitlines():
         jobid, name, gres, start, reason = (line.split("|") + [""] * 5)[:5]
         when = "not yet known" if start in ("N/A", "", "Unknown") else start
-        print(f"  {jobid} {name} ({gres or 'no GPU'}): expected start {when} ({reason})")
+        print(f"  {jobid} {name} ({gres or 'no GPU'}): expected start {when} "
+              f"({reason}{': ' + REASONS[reason] if reason in REASONS else ''})")
     return 0
 
 

@@ -343,6 +343,9 @@ def test_a_second_gpu_server_of_a_pair_waits_says_why_then_is_cancelled(
         holder = re.search(r"Submitted batch job (\d+)", out).group(1)  # type: ignore[union-attr]
         wait_for("the partner's GPU job to run", lambda: docker_exec(
             "ctl", "squeue", "-h", "-j", holder, "-o", "%T").strip() == "RUNNING")
+        # Slurm shows the hub (asking as the student) only the student's own jobs: the
+        # holder comes from the controller's per-minute copy; made now, not in a minute
+        docker_exec("ctl", "systemctl", "start", "course-usage-pairs.service")
         s = hub.session(student)
         s.spawn("gpu")
         events = s.progress(timeout=150)

@@ -196,3 +196,20 @@ def test_hub_status_joins_servers_and_their_jobs() -> None:
         ("dcohen", "pair001", "7", "gpu1", "RUNNING", "gpu")
     (gone,) = servers([users[0]], "")
     assert gone.state == "gone" and gone.job == ""
+
+
+def test_the_partners_gpu_job_comes_from_the_controllers_copy(tmp_path) -> None:  # noqa: ANN001
+    """Slurm hides the partner's job from the student (PrivateData): the hub reads the
+    controller's per-minute copy, and only a fresh one."""
+    import json
+    import time
+
+    f = tmp_path / "hub.json"
+    f.write_text(json.dumps({"at": time.time(), "gpu_jobs": {"pair001": ["41", "77"]}}))
+    assert rules.hub_file_jobs(str(f), "pair001", "77") == ["41"]
+    assert rules.hub_file_jobs(str(f), "pair002", "77") == []
+    f.write_text(json.dumps({"at": time.time() - 600, "gpu_jobs": {"pair001": ["41"]}}))
+    assert rules.hub_file_jobs(str(f), "pair001", "77") == []  # stale: not said
+    f.write_text("{not json")
+    assert rules.hub_file_jobs(str(f), "pair001", "77") == []
+    assert rules.hub_file_jobs(str(tmp_path / "none.json"), "pair001", "77") == []

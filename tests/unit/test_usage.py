@@ -290,3 +290,10 @@ def test_when_flags_are_checked_before_any_host() -> None:
     for bad in ("yesterday", "2026-02-30", "2026-10-18; rm -rf /"):
         with pytest.raises(UsageError, match="expected a date"):
             usage_mod.check_when("--since", bad)
+
+
+def test_the_gpu_jobs_each_pair_holds_are_read_from_roots_squeue() -> None:
+    listing = "41|dcohen|pair001|gres:gpu:1\n42|elevi|pair001|N/A\n43|nkatz|pair002|gres:gpu:0\n"
+    assert su.gpu_jobs(listing) == {
+        "pair001": [{"job": "41", "user": "dcohen", "gres": "gres:gpu:1"}]}
+    assert "budget is spent" in su.REASONS["AssocGrpGRESMinutes"]

@@ -93,6 +93,9 @@ class CourseSlurmSpawner(SlurmSpawner):
     course_run = Unicode("/usr/local/bin/course-run",
                          help="What runs the server in the course image, inside the job"
                          ).tag(config=True)
+    pair_jobs_file = Unicode("/var/lib/course-ops/pair-usage/hub.json",
+                             help="every pair's running GPU jobs (role slurm's timer)"
+                             ).tag(config=True)
     image_file = Unicode("/etc/course-ops/course-image",
                          help="The default course image (tag=...), written by provision"
                          ).tag(config=True)
@@ -136,7 +139,10 @@ class CourseSlurmSpawner(SlurmSpawner):
             return []
         listing = await self._squeue("-A", account.splitlines()[0], "-t", "RUNNING",
                                      "-o", "%i|%T|%b")
-        return rules.pair_gpu_jobs(listing, self.job_id)
+        # Slurm shows the student only their own jobs (PrivateData): the partner's job that
+        # holds the GPU is in the controller's per-minute copy for the hub
+        return rules.pair_gpu_jobs(listing, self.job_id) or rules.hub_file_jobs(
+            self.pair_jobs_file, account.splitlines()[0], self.job_id)
 
     async def start(self):  # noqa: ANN201
         profile = rules.chosen(self._profiles(),

@@ -14,6 +14,7 @@ import html
 import json
 import os
 import re
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -182,6 +183,21 @@ def pair_gpu_jobs(squeue_lines: str, own_job: str) -> list[str]:
                 and "gpu" in parts[2]:
             out.append(parts[0])
     return out
+
+
+def hub_file_jobs(path: str, account: str, own_job: str, max_age: float = 180) -> list[str]:
+    """The pair's running GPU jobs from the controller's copy for the hub (written every
+    minute as root, readable by the hub's group: Slurm shows the hub, asking as the
+    student, only the student's own jobs); none when it is missing or older than
+    ``max_age`` seconds."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+        if time.time() - float(doc["at"]) > max_age:
+            return []
+        return [str(j) for j in doc["gpu_jobs"].get(account, []) if str(j) != own_job]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return []
 
 
 def default_tag(path: str) -> str:

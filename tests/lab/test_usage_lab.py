@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from ops import slurm_usage as su
 from tests.lab.conftest import LAB_NAME, docker_exec, ops
 from tests.lab.labtools import wait_for
 
@@ -148,28 +149,44 @@ def test_ops_usage_reports_the_gpu_seconds_slurm_recorded(provisioned_lab: Path,
 def test_a_spent_budget_holds_the_next_gpu_job_until_it_is_raised(
         provisioned_lab: Path, pairs, budgets_file: Path) -> None:  # noqa: ANN001
     key, acct, (s1, s2) = pairs[2]
-    budgets_file.write_text(f"# a pair with three GPU-minutes\n{key}: 0.05\n")
+    docker_exec("ctl", "scancel", "-A", acct)  # nothing of the pair's left by other modules
+    wait_for("the pair has no job", lambda: not docker_exec(
+        "ctl", "squeue", "-h", "-A", acct).strip(), timeout=60)
+
+    def used() -> int:
+        """The pair's GPU-minutes as the association manager counts them (whole minutes)."""
+        out = docker_exec("ctl", "scontrol", "-o", "show", "assoc_mgr", "flags=assoc",
+                          f"accounts={acct}")
+        assocs = [su.parse_assoc(line) for line in out.splitlines()]
+        return int(next(a for a in assocs if a and a.account == acct and not a.user)
+                   .gpu_minutes_used)
+
+    before = used()  # other modules' GPU jobs of this pair count too
+    budget = before + 3  # three GPU-minutes left
+    budgets_file.write_text(f"# a pair with three GPU-minutes left\n{key}: {budget / 60!r}\n")
     plan = ops(provisioned_lab, "accounts", "plan", "--format", "json").stdout
     assert {"action": "change", "subject": f"budget {acct}"}.items() <= next(
         c for c in json.loads(plan)["changes"] if c["subject"] == f"budget {acct}").items()
     ops(provisioned_lab, "-y", "accounts", "sync")
     row = docker_exec("ctl", "sacctmgr", "-nP", "show", "assoc", "where", f"account={acct}",
                       "format=user,grptresmins").splitlines()
-    assert "|gres/gpu=3" in row
+    assert f"|gres/gpu={budget}" in row
     # the running job fits (3 GPU-minutes of time limit) and is never killed
     first = sbatch(s1, acct, "--gres=gpu:1", "-t", "3", "--wrap", "sleep 70")
-    wait_for("the first job runs", lambda: job(first)["JobState"] == "RUNNING", timeout=60)
+
+    def first_runs() -> bool:
+        info = job(first)
+        assert info["JobState"] in ("PENDING", "RUNNING"), info
+        return info["JobState"] == "RUNNING"
+
+    try:
+        wait_for("the first job runs", first_runs, timeout=60)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: {job(first)}") from None
     wait_for("the first job ends", lambda: job(first)["JobState"] != "RUNNING", timeout=150,
              every=2)
     assert (job(first)["JobState"], job(first)["ExitCode"]) == ("COMPLETED", "0:0")
-
-    def used() -> int:
-        out = docker_exec("ctl", "scontrol", "-o", "show", "assoc_mgr", "flags=assoc",
-                          f"accounts={acct}")
-        line = next(ln for ln in out.splitlines() if " UserName= " in ln)
-        return int(line.split("gres/gpu=3(")[1].split(")")[0])
-
-    wait_for("Slurm counts the first job against the budget", lambda: used() >= 1,
+    wait_for("Slurm counts the first job against the budget", lambda: used() >= before + 1,
              timeout=90, every=2)
     # 3 - 1 GPU-minutes left: a job of 3 GPU-minutes is held, with the budget's reason
     held = sbatch(s2, acct, "--gres=gpu:1", "-t", "3", "--wrap", "sleep 1")
@@ -179,8 +196,8 @@ def test_a_spent_budget_holds_the_next_gpu_job_until_it_is_raised(
     wait_for("the CPU job runs", lambda: job(cpu)["JobState"] == "COMPLETED", timeout=60)
     assert job(held)["JobState"] == "PENDING"
     # course-usage tells the student, and only about their own pair and jobs
-    wait_for("course-usage shows the budget", lambda: "of 0.05 GPU-hours used" in
-             as_student(s2, "course-usage"), timeout=90, every=3)
+    wait_for("course-usage shows the budget", lambda: f"of {budget / 60:.2f} GPU-hours used"
+             in as_student(s2, "course-usage"), timeout=90, every=3)
     said = as_student(s2, "course-usage")
     assert f"pair account {acct}:" in said and str(held) in said
     assert "AssocGrpGRESMinutes" in said
@@ -192,7 +209,7 @@ def test_a_spent_budget_holds_the_next_gpu_job_until_it_is_raised(
     assert {tuple(line.split()) for line in others.splitlines()} <= {(s1, acct)}
     assert str(held) not in as_student(s1, "squeue -h -o %i")
     # the staff raise it (the file beside the roster), the sync releases the job
-    budgets_file.write_text(f"{key}: 1\n")
+    budgets_file.write_text(f"{key}: {(budget + 60) / 60!r}\n")
     ops(provisioned_lab, "-y", "accounts", "sync")
     wait_for("the held job starts", lambda: job(held)["JobState"] in ("RUNNING", "COMPLETED"),
              timeout=120, every=2)

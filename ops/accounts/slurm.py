@@ -40,6 +40,14 @@ def _q(value: str) -> str:
     return "'" + value.replace("'", "") + "'"
 
 
+#: role slurm's per-minute copy of each pair's budget for its members, run now (where the
+#: role has installed it)
+REFRESH_PAIR_COPIES = (
+    "sh", "-c", "if [ -f /usr/local/lib/course-ops/course_usage.py ] && "
+    "[ -f /etc/course-ops/usage.json ]; then "
+    "python3 /usr/local/lib/course-ops/course_usage.py pairs; fi")
+
+
 def gpu_hours(minutes: int | None) -> str:
     if minutes is None:
         return "none"
@@ -144,6 +152,9 @@ def plan(host: str, state: AccountsState, course: str, qos: str,
             out.changes.append(Change(host, REMOVE, "slurm", f"account {a}", "no member left"))
         argv.append(("sacctmgr", "-i", "delete", "account", "where", f"name={','.join(gone)}"))
     if argv:
+        # the students' copy of their pair's budget (course-usage) follows at once, not at
+        # the timer's next minute: new pairs and new budgets show straight away
+        argv.append(REFRESH_PAIR_COPIES)
         out.changes.append(Change(host, "apply", "slurm", "sacctmgr",
-                                  f"{len(argv)} batched call(s)", tuple(argv)))
+                                  f"{len(argv) - 1} batched call(s)", tuple(argv)))
     return out

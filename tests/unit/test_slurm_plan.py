@@ -23,8 +23,10 @@ def test_empty_slurm_gets_everything_in_one_load() -> None:
     assert subjects[:3] == ["account course", "account pair001", "account pair002"]
     assert "association dcohen@pair001" in subjects
     (apply,) = [c for c in plan.changes if c.argv]
-    assert len(apply.argv) == 1  # one sacctmgr load, whatever the class size
-    text = apply.argv[0][-1]
+    assert apply.argv[-1] == slurm.REFRESH_PAIR_COPIES  # course-usage's copy, now
+    apply_argv = apply.argv[:-1]
+    assert len(apply_argv) == 1  # one sacctmgr load, whatever the class size
+    text = apply_argv[0][-1]
     assert text.startswith("Cluster - 'lab'\n")
     assert "Account - 'pair001':Description='pair001':Organization='course':Fairshare=1:" \
            "QOS='course':DefaultQOS='course'" in text
@@ -59,6 +61,8 @@ def test_leavers_and_moves_are_batched() -> None:
                    ("change", "user elevi"), ("remove", "association elevi@pair001"),
                    ("remove", "association nkatz@pair002"), ("remove", "account pair002")}
     (apply,) = [c for c in plan.changes if c.argv]
-    calls = [a[:3] if a[0] == "sacctmgr" else ("load",) for a in apply.argv]
+    assert apply.argv[-1] == slurm.REFRESH_PAIR_COPIES  # course-usage's copy, now
+    apply_argv = apply.argv[:-1]
+    calls = [a[:3] if a[0] == "sacctmgr" else ("load",) for a in apply_argv]
     assert calls == [("load",), ("sacctmgr", "-i", "modify"), ("sacctmgr", "-i", "delete"),
                      ("sacctmgr", "-i", "delete"), ("sacctmgr", "-i", "delete")]

@@ -99,7 +99,9 @@ def test_budgets_are_set_in_one_call_per_distinct_value() -> None:
     assert got == {("change", "budget pair001", "none->100 GPU-hours"),
                    ("change", "budget pair002", "none->150 GPU-hours")}
     (apply,) = [c for c in plan.changes if c.argv]
-    assert apply.argv == (
+    assert apply.argv[-1] == slurm.REFRESH_PAIR_COPIES  # course-usage's copy, now
+    apply_argv = apply.argv[:-1]
+    assert apply_argv == (
         ("sacctmgr", "-i", "modify", "account", "where", "name=pair001", "set",
          "GrpTRESMins=gres/gpu=6000"),
         ("sacctmgr", "-i", "modify", "account", "where", "name=pair002", "set",
@@ -113,7 +115,9 @@ def test_budgets_in_step_change_nothing_and_a_removed_one_is_cleared() -> None:
     plan = slurm.plan("ctl", _state(), "course", "course", snap,  # type: ignore[arg-type]
                       budgets=budgets.Budgets(100.0, {"1": None}))
     (apply,) = [c for c in plan.changes if c.argv]
-    assert apply.argv == (("sacctmgr", "-i", "modify", "account", "where", "name=pair001",
+    assert apply.argv[-1] == slurm.REFRESH_PAIR_COPIES  # course-usage's copy, now
+    apply_argv = apply.argv[:-1]
+    assert apply_argv == (("sacctmgr", "-i", "modify", "account", "where", "name=pair001",
                            "set", "GrpTRESMins=gres/gpu=-1"),)
 
 
@@ -123,8 +127,10 @@ def test_new_pairs_get_their_budget_after_the_load() -> None:
     plan = slurm.plan("ctl", _state(), "course", "course", SlurmSnapshot(cluster="lab"),
                       budgets=budgets.Budgets(2.0))
     (apply,) = [c for c in plan.changes if c.argv]
-    assert apply.argv[0][0] == "sh"  # the load makes the accounts first
-    assert apply.argv[-1] == ("sacctmgr", "-i", "modify", "account", "where",
+    assert apply.argv[-1] == slurm.REFRESH_PAIR_COPIES  # course-usage's copy, now
+    apply_argv = apply.argv[:-1]
+    assert apply_argv[0][0] == "sh"  # the load makes the accounts first
+    assert apply_argv[-1] == ("sacctmgr", "-i", "modify", "account", "where",
                               "name=pair001,pair002", "set", "GrpTRESMins=gres/gpu=120")
     assert ("add", "budget pair001", "2 GPU-hours") in {
         (c.action, c.subject, c.detail) for c in plan.changes}
@@ -133,12 +139,16 @@ def test_new_pairs_get_their_budget_after_the_load() -> None:
 def test_staff_coordinate_the_course_account_and_students_never_do() -> None:
     plan = slurm.plan("ctl", _state(), "course", "course", _snap(coords=""))  # type: ignore[arg-type]
     (apply,) = [c for c in plan.changes if c.argv]
-    assert ("sacctmgr", "-i", "add", "coordinator", "account=course", "names=ta") in apply.argv
+    assert apply.argv[-1] == slurm.REFRESH_PAIR_COPIES  # course-usage's copy, now
+    apply_argv = apply.argv[:-1]
+    assert ("sacctmgr", "-i", "add", "coordinator", "account=course", "names=ta") in apply_argv
     snap = _snap()
     snap.coordinates["nkatz"] = {"course", "pair001"}  # type: ignore[attr-defined]
     plan = slurm.plan("ctl", _state(), "course", "course", snap)  # type: ignore[arg-type]
     (apply,) = [c for c in plan.changes if c.argv]
-    assert apply.argv == (("sacctmgr", "-i", "delete", "coordinator", "account=course",
+    assert apply.argv[-1] == slurm.REFRESH_PAIR_COPIES  # course-usage's copy, now
+    apply_argv = apply.argv[:-1]
+    assert apply_argv == (("sacctmgr", "-i", "delete", "coordinator", "account=course",
                            "names=nkatz"),)
 
 

@@ -9,7 +9,6 @@ the servers' jobs come from one ``squeue`` on the Slurm controller. Nothing is c
 from __future__ import annotations
 
 import json
-import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -56,18 +55,10 @@ def hub_url(inv: Inventory, host: Host) -> str:
 
 
 def _ssh(host: Host, script: str) -> str:
-    from ops.site.deploy import ssh_argv
+    from ops.site.deploy import read_over_ssh
 
-    try:
-        done = subprocess.run(ssh_argv(host, script), capture_output=True, text=True,
-                              timeout=60, check=False)
-    except subprocess.TimeoutExpired:
-        raise RemoteError(f"{host.name}: no answer in 60 s") from None
-    if done.returncode:
-        last = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
-        raise RemoteError(f"{host.name}: cannot read the hub: {last}",
-                          hint="is the hub provisioned? `ops provision`, then `ops verify hub`")
-    return done.stdout
+    return read_over_ssh(host, script, timeout=60, what="the hub",
+                         hint="is the hub provisioned? `ops provision`, then `ops verify hub`")
 
 
 def servers(users: list[dict[str, Any]], jobs: str) -> list[Server]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -92,24 +91,18 @@ def _due(page: Path) -> str | None:
 
 def read(inv: Inventory, since: str, until: str) -> dict[str, Any]:
     """The report, from one command on the first slurm_controller host."""
-    from ops.site.deploy import ssh_argv
+    from ops.site.deploy import read_over_ssh
 
     hosts = inv.hosts_in("slurm_controller")
     if not hosts:
         raise InputError(inv.hosts_file, None, "no host in the group slurm_controller",
                          hint="ops usage reads Slurm's accounting there")
     host = hosts[0]
+    said = read_over_ssh(host, slurm_usage.READ, since, until, timeout=300,
+                         what="Slurm's accounting",
+                         hint="is the host up and provisioned? (`ops provision`)")
     try:
-        done = subprocess.run(ssh_argv(host, slurm_usage.READ, since, until),
-                              capture_output=True, text=True, timeout=300, check=False)
-    except subprocess.TimeoutExpired:
-        raise RemoteError(f"{host.name}: no answer in 300 s") from None
-    if done.returncode:
-        last = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
-        raise RemoteError(f"{host.name}: cannot read Slurm's accounting: {last}",
-                          hint="is the host up and provisioned? (`ops provision`)")
-    try:
-        raw = slurm_usage.parse(done.stdout)
+        raw = slurm_usage.parse(said)
     except slurm_usage.UsageError as exc:
         raise RemoteError(f"{host.name}: {exc}",
                           hint="is Slurm running there? (`ops verify slurm`)") from None

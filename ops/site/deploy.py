@@ -196,6 +196,21 @@ def ssh_argv(host: Host, script: str, *args: str) -> list[str]:
     return [*ssh_command(host), f"{host.user}@{host.address}", "--", shlex.join(remote)]
 
 
+def read_over_ssh(host: Host, script: str, *args: str, timeout: int, what: str,
+                  hint: str) -> str:
+    """What ``sh -c SCRIPT sh ARGS...`` prints on ``host`` (over ssh, as Ansible would);
+    no answer in ``timeout`` seconds or a failure is a RemoteError: "cannot read WHAT"."""
+    try:
+        done = subprocess.run(ssh_argv(host, script, *args), capture_output=True, text=True,
+                              timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        raise RemoteError(f"{host.name}: no answer in {timeout} s") from None
+    if done.returncode:
+        last = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
+        raise RemoteError(f"{host.name}: cannot read {what}: {last}", hint=hint)
+    return done.stdout
+
+
 #: what every upload is sent with: recursive, symlinks as symlinks, modes set (so that
 #: --link-dest finds unchanged files equal), compared by content
 RSYNC_FLAGS = ["--recursive", "--links", "--perms", "--chmod=D0755,F0644", "--checksum",

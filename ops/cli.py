@@ -669,7 +669,7 @@ def provision(opts: Opts, check: bool, diff: bool, limit: str | None, tags: str 
     from ops import machines
     from ops.accounts import sync as sync_mod
 
-    inv_mod.load(opts.inventory)  # a malformed inventory stops here, before any host
+    inv = inv_mod.load(opts.inventory)  # a malformed inventory stops here, before any host
     ctx = sync_mod.load_context(opts.inventory, roster)
     if not check:  # a roster that would lock most of the class stops here, before any host
         sync_mod.guard_leavers(ctx, allow_mass_change)
@@ -693,7 +693,7 @@ def provision(opts: Opts, check: bool, diff: bool, limit: str | None, tags: str 
             from ops import usage
             from ops.images.commands import image_extra_vars
 
-            page = usage.extra_vars(inv_mod.load(opts.inventory))
+            page = usage.extra_vars(inv)
             argv = machines.playbook_argv(opts.inventory, check=check, diff=diff, limit=limit,
                                           tags=tags, extra=(*image_extra_vars(opts.inventory),
                                                             *(("-e", json.dumps(page))

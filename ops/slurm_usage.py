@@ -26,6 +26,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -252,8 +253,8 @@ def report(raw: Raw, course: str, staff_account: str = "course-staff",
         pairs.append({"pair": pair_names.get(n, n), "account": n, **figures(per_pair[n]),
                       "budget_gpu_hours": None if budget is None else _round(budget),
                       "budget_used_gpu_hours": _round(used),
-                      "budget_used_percent": None if not budget
-                      else round(100 * used / budget, 1) if budget else None,
+                      "budget_used_percent": round(100 * used / budget, 1) if budget
+                      else None,
                       "students": students})
     occupancy = []
     for d, gpu_secs in sorted(by_day.items()):
@@ -512,7 +513,7 @@ def main_pairs(args: argparse.Namespace) -> int:
     import grp
 
     cfg = _config(args.config)
-    now = int(__import__("time").time())
+    now = int(time.time())
     lines = _run("scontrol", "-o", "show", "assoc_mgr", "flags=assoc").splitlines()
     pairs = [a for a in (parse_assoc(line) for line in lines)
              if a is not None and not a.user and a.parent == cfg["course_account"]
@@ -587,20 +588,14 @@ def main_student(args: argparse.Namespace) -> int:
         if limit is None:
             print(f"pair account {a.account}: {used / 60:.2f} GPU-hours used; no GPU budget "
                   f"(as of {at})")
-            continue
-        left = max(0.0, limit - used - float(doc["running_gpu_minutes"])) / 60
-        print(f"pair account {a.account}: {used / 60:.2f} of {limit / 60:.2f} GPU-hours used "
-              f"({100 * used / limit if limit else 100:.0f}%), {left:.2f} left after your "
-              f"running jobs (as of {at})")
-        print("  a GPU job starts only if its GPUs x time limit fit in what is left: near the "
-              "end of the budget, ask for a shorter --time")
-    for a in assocs:
-        try:
-            with open(os.path.join(args.dir, f"{a.account}.json"), encoding="utf-8") as f:
-                holders = json.load(f).get("gpu_jobs", [])
-        except (OSError, ValueError):
-            holders = []
-        for j in holders:
+        else:
+            left = max(0.0, limit - used - float(doc["running_gpu_minutes"])) / 60
+            print(f"pair account {a.account}: {used / 60:.2f} of {limit / 60:.2f} GPU-hours "
+                  f"used ({100 * used / limit if limit else 100:.0f}%), {left:.2f} left after "
+                  f"your running jobs (as of {at})")
+            print("  a GPU job starts only if its GPUs x time limit fit in what is left: near "
+                  "the end of the budget, ask for a shorter --time")
+        for j in doc.get("gpu_jobs", []):
             who = "you" if j.get("user") == user else j.get("user", "your partner")
             print(f"  your pair's GPU job {j.get('job')} ({who}) is running")
     running = _run("squeue", "--me", "-h", "-t", "RUNNING", "-o", "%i|%j|%b|%M|%L")

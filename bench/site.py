@@ -37,9 +37,9 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from ops import site  # noqa: E402
+from ops import site, ssh  # noqa: E402
 from ops.inventory import Host, load  # noqa: E402
-from ops.site import deploy, releases, sample  # noqa: E402
+from ops.site import releases, sample  # noqa: E402
 
 EXAMPLE = REPO / "examples" / "course-site"
 TARGET_ONE_PAGE_S = 5.0
@@ -64,7 +64,7 @@ def baseline(host: Host, out: Path) -> tuple[float, int]:
     data = tarball(out)
     script = (f"set -eu; rm -rf {BASELINE_DIR}; mkdir -p {BASELINE_DIR}; "
               f"tar -xzf - -C {BASELINE_DIR} --no-same-owner; rm -rf {BASELINE_DIR}")
-    subprocess.run(deploy.ssh_argv(host, script), input=data, check=True,
+    subprocess.run(ssh.argv(host.reach, script), input=data, check=True,
                    capture_output=True, timeout=600)
     return time.monotonic() - t0, len(data)
 
@@ -147,7 +147,7 @@ def main() -> int:
     finally:
         web_yml.unlink()
         site.deploy_site(inv, EXAMPLE, force=True, log=quiet)  # as provision left it
-    used = subprocess.run(deploy.ssh_argv(host, f"du -sh {shlex.quote('/srv/course-website')}"
+    used = subprocess.run(ssh.argv(host.reach, f"du -sh {shlex.quote('/srv/course-website')}"
                                           " | cut -f1"), capture_output=True, text=True)
     print(f"{'figure':<20} {'ops site deploy (rsync, --link-dest)':<62} "
           "baseline: the whole-site tarball of before, same build, same run")

@@ -698,7 +698,8 @@ def provision(opts: Opts, check: bool, diff: bool, limit: str | None, tags: str 
                                           tags=tags, extra=(*image_extra_vars(opts.inventory),
                                                             *(("-e", json.dumps(page))
                                                               if page else ()),
-                                                            *extra), verbosity=opts.verbose)
+                                                            *extra), verbosity=opts.verbose,
+                                          inv=inv)
             if opts.verbose:
                 err.print(f"$ {shlex.join(argv)}")
             with clock("machines (ansible-playbook)"):

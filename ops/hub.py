@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ops import inventory as inv_mod
+from ops import ssh
 from ops.errors import InputError, RemoteError
 from ops.inventory import Host, Inventory
 
@@ -55,10 +56,8 @@ def hub_url(inv: Inventory, host: Host) -> str:
 
 
 def _ssh(host: Host, script: str) -> str:
-    from ops.site.deploy import read_over_ssh
-
-    return read_over_ssh(host, script, timeout=60, what="the hub",
-                         hint="is the hub provisioned? `ops provision`, then `ops verify hub`")
+    return ssh.run(host.reach, script, timeout=60, what="reading the hub",
+                   hint="is the hub provisioned? `ops provision`, then `ops verify hub`")
 
 
 def servers(users: list[dict[str, Any]], jobs: str) -> list[Server]:

@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from ops import ssh
 from ops.errors import InputError
 
 ACCOUNT_GROUPS = ("slurm_controller", "gpu_servers")
@@ -43,18 +44,26 @@ class Host:
     name: str
     groups: list[str] = field(default_factory=list)  # every group it is in, "all" first
     vars: dict[str, Any] = field(default_factory=dict)
+    #: how every tool reaches it (:mod:`ops.ssh`); :func:`load` sets it, jump hosts resolved
+    access: ssh.Access | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def reach(self) -> ssh.Access:
+        if self.access is None:  # a host made by hand (tests): no other host to jump through
+            self.access = ssh.access(self.name, self.vars, f"host {self.name!r}")
+        return self.access
 
     @property
     def address(self) -> str:
-        return str(self.vars.get("ansible_host", self.name))
+        return self.reach.hostname
 
     @property
     def port(self) -> int:
-        return int(self.vars.get("ansible_port", 22))
+        return self.reach.port
 
     @property
     def user(self) -> str:
-        return str(self.vars.get("ansible_user", "root"))
+        return self.reach.user
 
 
 @dataclass
@@ -82,6 +91,10 @@ class Inventory:
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.vars.get(key, default)
+
+    def ssh_config(self, control_dir: Path | None = None) -> str:
+        """The ssh_config of every host (:mod:`ops.ssh`)."""
+        return ssh.config_text([h.reach for h in self.hosts.values()], control_dir)
 
     def require(self, key: str) -> Any:
         if key not in self.vars:
@@ -361,6 +374,22 @@ def load(inventory_dir: Path) -> Inventory:
         if not (isinstance(port, int) or str(port).isdigit()) or not 0 < int(port) < 65536:
             raise InputError(path, None, f"host {h!r}: ansible_port {port!r} is not a port number")
         hosts[h] = Host(h, ["all", *in_groups], merged)
+        levels = [f"host {h}", *reversed(in_groups), "all"]
+        try:
+            hosts[h].access = ssh.access(h, merged, f"host {h!r}")
+        except ValueError as exc:
+            var = next((v for v in ("ansible_ssh_extra_args", "ansible_ssh_common_args")
+                        if v in str(exc)), "")
+            found = [all_origins if lv == "all" else level_origins.get(lv, {}) for lv in levels]
+            where, line = next((o[var] for o in found if var in o), (path, None))
+            raise InputError(where, line, str(exc),
+                             hint="fix the host's connection variables") from None
+    try:
+        resolved = ssh.resolve({n: h.reach for n, h in hosts.items()})
+    except ValueError as exc:
+        raise InputError(path, None, str(exc), hint="fix the hosts' ProxyJump") from None
+    for n, a in resolved.items():
+        hosts[n].access = a
     return Inventory(inventory_dir, hosts, groups, level_all, all_origins)
 
 

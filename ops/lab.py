@@ -23,6 +23,7 @@ import io
 import logging
 import os
 import re
+import shlex
 import shutil
 import socket
 import subprocess
@@ -78,10 +79,6 @@ _RECIPE_VERSION = "1"
 
 HOSTS_HEADER = "# Written by `ops lab up`"
 _KEY_COMMENT = "course-ops-lab"
-_SSH_OPTIONS = (
-    "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR"
-    " -o IdentitiesOnly=yes"
-)
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,49}")
 _ENGINE_HINT = (
     "start one (`sudo systemctl start docker`, or `sudo dockerd &` where there is no "
@@ -184,6 +181,20 @@ def key_path(inventory_dir: Path) -> Path:
     return Path(inventory_dir).resolve() / ".lab" / "id_ed25519"
 
 
+def known_hosts_path(key: Path) -> Path:
+    """The lab's own known_hosts (beside its key): its nodes' host keys, read from the
+    containers themselves by :func:`up`; every tool checks the nodes against it."""
+    return Path(key).resolve().with_name("known_hosts")
+
+
+def ssh_options(key: Path) -> str:
+    """The lab's ssh arguments (``ansible_ssh_common_args``): host keys checked against the
+    lab's known_hosts, only the lab's key offered."""
+    known = shlex.quote(str(known_hosts_path(key)))
+    return (f"-o StrictHostKeyChecking=yes -o UserKnownHostsFile={known} -o LogLevel=ERROR"
+            " -o IdentitiesOnly=yes")
+
+
 def hosts_path(inventory_dir: Path) -> Path:
     return Path(inventory_dir) / "hosts.yml"
 
@@ -205,7 +216,7 @@ def render_hosts(
         "  vars:",
         "    ansible_user: root",
         f"    ansible_ssh_private_key_file: {_quote(str(Path(key).resolve()))}",
-        f"    ansible_ssh_common_args: {_quote(_SSH_OPTIONS)}",
+        f"    ansible_ssh_common_args: {_quote(ssh_options(key))}",
         "    ansible_python_interpreter: /usr/bin/python3",
         "  children:",
     ]
@@ -588,12 +599,12 @@ def ssh_banner(port: int | None, *, timeout: float = 2.0) -> bool:
 
 
 def ssh_argv(key: Path, port: int, *command: str) -> list[str]:
-    """``ssh`` as root into a lab node, non-interactively."""
+    """``ssh`` as root into a lab node, non-interactively, its host key checked."""
     return [
         _tool("ssh", "openssh-client"),
         "-i", str(key),
         "-p", str(port),
-        *_SSH_OPTIONS.split(),
+        *shlex.split(ssh_options(key)),
         "-o", "BatchMode=yes",
         "-o", "ConnectTimeout=5",
         "root@127.0.0.1",
@@ -968,7 +979,7 @@ def _wait_ready(
                     f"{status.container} is {status.state} instead of booting",
                     hint=f"see `docker logs {status.container}`",
                 )
-            reason = _not_ready(status, key)
+            reason = _not_ready(client, lab, node, status, key)
             if reason is None:
                 ready[node.name] = status
                 _report_ready(client, status, _LOG.debug if quiet else log, log)
@@ -993,15 +1004,46 @@ def _report_ready(client: Any, status: NodeStatus, progress: Log, log: Log) -> N
         progress(f"{status.name} is up (ssh on 127.0.0.1:{status.port})")
 
 
-def _not_ready(status: NodeStatus, key: Path) -> str | None:
+def _not_ready(client: Any, lab: str, node: LabNode, status: NodeStatus,
+               key: Path) -> str | None:
     if status.systemd not in ("running", "degraded"):
         return f"systemd is {status.systemd}"
     if status.port is None:
         return "port 22 is not published"
     if not status.ssh:
         return f"sshd does not answer on 127.0.0.1:{status.port}"
+    if not record_host_keys(client, lab, node, status.port, known_hosts_path(key)):
+        return "its sshd has no host key yet"
     error = _ssh_error(key, status.port)
     return f"ssh root@127.0.0.1 -p {status.port} failed: {error}" if error else None
+
+
+def known_hosts_lines(node: str, container: str, port: int, keys: list[str]) -> list[str]:
+    """A node's known_hosts lines: as the control machine reaches it (127.0.0.1:port) and
+    by its names on the lab network (how a jump host through ctl reaches it)."""
+    names = f"[127.0.0.1]:{port},{node},{container}"
+    return [f"{names} {k}" for k in keys]
+
+
+def record_host_keys(client: Any, lab: str, node: LabNode, port: int, path: Path) -> bool:
+    """Read ``node``'s public host keys from the container itself (not over the network:
+    nothing to trust on first use) into the lab's known_hosts, replacing what it had for
+    that node; False while sshd has made none yet."""
+    name = _container_name(lab, node)
+    with _docker(f"reading the host keys of {name}"):
+        code, out = client.containers.get(name).exec_run(
+            ["sh", "-c", "cat /etc/ssh/ssh_host_*_key.pub"])
+    keys = [" ".join(line.split()[:2]) for line in out.decode("utf-8", "replace").splitlines()
+            if line.startswith(("ssh-", "ecdsa-"))]
+    if code != 0 or not keys:
+        return False
+    ours = f",{node.name},"
+    kept = [line for line in (path.read_text(encoding="utf-8").splitlines()
+                              if path.exists() else [])
+            if ours not in "," + line.split(" ", 1)[0] + ","]
+    _write_if_changed(path, "\n".join([*kept, *known_hosts_lines(node.name, name, port, keys)])
+                      + "\n")
+    return True
 
 
 def status(inventory_dir: Path) -> list[NodeStatus]:

@@ -6,6 +6,8 @@ recap (ok/changed/unreachable/failed) and "reboot required" lines are read from 
 
 from __future__ import annotations
 
+import configparser
+import json
 import logging
 import os
 import re
@@ -16,7 +18,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ops import REPO_ROOT
+from ops import REPO_ROOT, ssh
+from ops import inventory as inv_mod
 from ops.errors import OpsError
 
 log = logging.getLogger(__name__)
@@ -38,11 +41,24 @@ class Recap:
     reboot_required: bool = False
 
 
+def ssh_args(inv: inv_mod.Inventory) -> str:
+    """Ansible's ``ssh_args`` for a run: ansible.cfg's, after ``-F`` the run's ssh_config
+    (:mod:`ops.ssh`), so a ProxyJump naming an inventory host reaches it as every other
+    tool does."""
+    cfg = configparser.ConfigParser(interpolation=None)
+    cfg.read(REPO_ROOT / "ansible.cfg")
+    own = cfg.get("ssh_connection", "ssh_args", fallback="")
+    config = ssh.config_file([h.reach for h in inv.hosts.values()])
+    return shlex.join(["-F", str(config)]) + (f" {own}" if own else "")
+
+
 def playbook_argv(inventory_dir: Path, playbook: str = "site.yml", *, check: bool = False,
                   diff: bool = False, limit: str | None = None, tags: str | None = None,
-                  extra: tuple[str, ...] = (), verbosity: int = 0) -> list[str]:
+                  extra: tuple[str, ...] = (), verbosity: int = 0,
+                  inv: inv_mod.Inventory | None = None) -> list[str]:
+    inv = inv or inv_mod.load(inventory_dir)
     argv = ["ansible-playbook", "-i", str(inventory_dir.resolve() / "hosts.yml"),
-            str(PLAYBOOKS / playbook)]
+            str(PLAYBOOKS / playbook), "-e", json.dumps({"ansible_ssh_args": ssh_args(inv)})]
     if check:
         argv.append("--check")
     if diff:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ops import inventory as inv_mod
-from ops import roles, slurm_usage
+from ops import roles, slurm_usage, ssh
 from ops.errors import InputError, OpsError, RemoteError, UsageError
 from ops.inventory import Inventory
 
@@ -91,16 +91,14 @@ def _due(page: Path) -> str | None:
 
 def read(inv: Inventory, since: str, until: str) -> dict[str, Any]:
     """The report, from one command on the first slurm_controller host."""
-    from ops.site.deploy import read_over_ssh
-
     hosts = inv.hosts_in("slurm_controller")
     if not hosts:
         raise InputError(inv.hosts_file, None, "no host in the group slurm_controller",
                          hint="ops usage reads Slurm's accounting there")
     host = hosts[0]
-    said = read_over_ssh(host, slurm_usage.READ, since, until, timeout=300,
-                         what="Slurm's accounting",
-                         hint="is the host up and provisioned? (`ops provision`)")
+    said = ssh.run(host.reach, slurm_usage.READ, since, until, timeout=300,
+                   what="reading Slurm's accounting",
+                   hint="is the host up and provisioned? (`ops provision`)")
     try:
         raw = slurm_usage.parse(said)
     except slurm_usage.UsageError as exc:

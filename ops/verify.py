@@ -8,7 +8,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from ops import REPO_ROOT, report
+from ops import REPO_ROOT, report, ssh
 from ops import inventory as inv_mod
 from ops.errors import ExitCode, OpsError, UsageError
 from ops.run import run
@@ -79,14 +79,6 @@ def targets(inv: inv_mod.Inventory, areas: list[str]) -> str:
     return ",".join(f"ansible://{g}" for g in groups)
 
 
-SSH_CONFIG = """\
-# Written by `ops verify`: one SSH connection per host, reused by every check.
-Host *
-  ControlMaster auto
-  ControlPath {dir}/cm-%C
-  ControlPersist 60s
-  ServerAliveInterval 15
-"""
 
 
 def pytest_argv(
@@ -160,8 +152,12 @@ def verify(inventory_dir: Path, area: str | None, hosts: str | None, junit: Path
         areas.append(spec)
     code = 0
     with tempfile.TemporaryDirectory(prefix="ops-verify-") as tmp:
+        # the inventory's hosts as every tool reaches them (ops.ssh), one SSH connection per
+        # host reused by every check
         ssh_config = Path(tmp) / "ssh_config"
-        ssh_config.write_text(SSH_CONFIG.format(dir=tmp))
+        inv = inv_mod.load(inventory_dir) if (inventory_dir / "hosts.yml").is_file() else None
+        ssh_config.write_text(inv.ssh_config(Path(tmp)) if inv else
+                              ssh.config_text([], Path(tmp)))
         out = Path(tmp) / "verify.xml"
         # one pytest session for every spec, each on its own groups: the start-up (imports,
         # the Ansible inventory, the SSH connections) is paid once, not once per spec
@@ -170,7 +166,7 @@ def verify(inventory_dir: Path, area: str | None, hosts: str | None, junit: Path
             if hosts:
                 spec_hosts = hosts
             else:
-                inv = inv_mod.load(inventory_dir)
+                inv = inv or inv_mod.load(inventory_dir)
                 spec_hosts = {a: targets(inv, [a]) for a in areas}
             code = run(pytest_argv(inventory_dir, areas, spec_hosts, out, roster, verbosity,
                                    ssh_config, expect_gpus), cwd=REPO_ROOT)

@@ -8,7 +8,6 @@ changes, so a sync costs a constant number of round trips however large the clas
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -27,38 +26,21 @@ from pyinfra.api.operations import run_ops  # noqa: E402
 from pyinfra.context import ctx_host, ctx_state  # noqa: E402
 from pyinfra.operations import server  # noqa: E402
 
+from ops import ssh  # noqa: E402
 from ops.errors import RemoteError  # noqa: E402
 from ops.inventory import Host  # noqa: E402
 
 log = logging.getLogger(__name__)
 
 
-def _host_data(h: Host) -> dict[str, Any]:
-    v = h.vars
-    data: dict[str, Any] = {
-        "ssh_hostname": h.address,
-        "ssh_port": h.port,
-        "ssh_user": h.user,
-        "ssh_connect_retries": 2,
-        "ssh_connect_retry_min_delay": 0.5,
-        "ssh_connect_retry_max_delay": 2,
-    }
-    key = v.get("ansible_ssh_private_key_file") or v.get("ansible_private_key_file")
-    if key:
-        data["ssh_key"] = os.path.expanduser(str(key))
-    common = str(v.get("ansible_ssh_common_args", ""))
-    if "StrictHostKeyChecking=no" in common:
-        data["ssh_strict_host_key_checking"] = "no"
-    if "UserKnownHostsFile=/dev/null" in common:
-        data["ssh_known_hosts_file"] = "/dev/null"
-    return data
-
-
 @contextmanager
 def connected(hosts: Iterable[Host]) -> Iterator[State]:
     """A pyinfra State connected to ``hosts``; every host must answer."""
     hosts = list(hosts)
-    names: list[Any] = [(h.name, _host_data(h)) for h in hosts]
+    # one ssh_config for all (ops.ssh): pyinfra follows a jump host only from there
+    ssh_config = str(ssh.config_file([h.reach for h in hosts]))
+    names: list[Any] = [(h.name, {**ssh.pyinfra_data(h.reach), "ssh_config_file": ssh_config})
+                        for h in hosts]
     sudo = any(h.user != "root" for h in hosts)
     inventory = Inventory((names, {}))
     config = Config(SUDO=sudo, PARALLEL=max(1, len(hosts)), FAIL_PERCENT=0, CONNECT_TIMEOUT=15)

@@ -19,13 +19,13 @@ tag back.
 from __future__ import annotations
 
 import re
-import subprocess
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ops import inventory as inv_mod
-from ops.errors import OpsError, RemoteError
+from ops import ssh
+from ops.errors import OpsError
 from ops.images import registry as reg
 
 DEFAULT_STORE = "/var/lib/course-containers/store"
@@ -92,17 +92,7 @@ def plan(history: list[dict[str, str]], current: Mapping[str, str], in_use: set[
 
 
 def _run(host: inv_mod.Host, script: str, *args: str, what: str) -> str:
-    from ops.site.deploy import ssh_argv
-
-    try:
-        done = subprocess.run(ssh_argv(host, script, *args), capture_output=True, text=True,
-                              timeout=SSH_TIMEOUT, check=False)
-    except subprocess.TimeoutExpired:
-        raise RemoteError(f"{host.name}: {what} did not finish in {SSH_TIMEOUT} s") from None
-    if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
-        raise RemoteError(f"{host.name}: {what} failed: {last}")
-    return done.stdout
+    return ssh.run(host.reach, script, *args, timeout=SSH_TIMEOUT, what=what)
 
 
 _LIST = """

@@ -25,6 +25,7 @@ from typing import Any
 import requests
 
 from ops import inventory as inv_mod
+from ops import ssh
 from ops.errors import InputError, OpsError, RemoteError
 
 _LOG = logging.getLogger(__name__)
@@ -313,25 +314,13 @@ def wanted_refs(inventory_dir: Path, registry: Registry) -> dict[str, str]:
 def server_images(inventory_dir: Path, repository_ref: str) -> dict[str, list[str]]:
     """GPU server -> the tags of ``repository_ref`` its Docker engine holds (one ssh each,
     with the inventory's SSH settings, as Ansible connects)."""
-    import subprocess
-
-    from ops.site.deploy import ssh_argv
-
     inv = inv_mod.load(inventory_dir)
     out: dict[str, list[str]] = {}
     for host in inv.hosts_in("gpu_servers"):
-        argv = ssh_argv(host, "docker image ls --format '{{.Repository}}:{{.Tag}}' \"$1\"",
-                        repository_ref)
-        try:
-            done = subprocess.run(argv, capture_output=True, text=True, timeout=60,
-                                  check=False)
-        except subprocess.TimeoutExpired:
-            raise RemoteError(f"{host.name}: no answer in 60 s") from None
-        if done.returncode != 0:
-            last = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
-            raise RemoteError(f"{host.name}: cannot list its images: {last}",
-                              hint="is the host up and Docker installed? `ops provision`")
-        out[host.name] = sorted(line.rsplit(":", 1)[1] for line in done.stdout.splitlines()
+        said = ssh.run(host.reach, "docker image ls --format '{{.Repository}}:{{.Tag}}' \"$1\"",
+                       repository_ref, timeout=60, what="listing its images",
+                       hint="is the host up and Docker installed? `ops provision`")
+        out[host.name] = sorted(line.rsplit(":", 1)[1] for line in said.splitlines()
                                 if ":" in line)
     return out
 

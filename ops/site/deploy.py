@@ -1,8 +1,8 @@
 """Releases on the web hosts: upload, switch ``current`` atomically, prune, roll back, archive.
 
 The hosts are the inventory's ``web`` group (ops/inventory.py). Each host is reached with
-the ``ssh`` client, as Ansible reaches it (``ansible_host``/``_port``/``_user``, the private
-key and ``ansible_ssh_common_args`` of the inventory), with one small POSIX sh script per
+the ``ssh`` client through the run's ssh_config (:mod:`ops.ssh`: as Ansible reaches it,
+jump host included), with one small POSIX sh script per
 step. A release travels by ``rsync`` over the same ssh (role ``website`` installs rsync on
 the web hosts; ``sudo -n`` on the far side for a user other than root): into a partial
 directory, with ``--link-dest`` to the live release and ``--checksum`` (Jekyll rewrites
@@ -30,7 +30,6 @@ read before (another control machine may have switched it), else its upload is r
 from __future__ import annotations
 
 import logging
-import os
 import re
 import secrets
 import shlex
@@ -40,6 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ops import ssh
 from ops.errors import OpsError, RemoteError
 from ops.inventory import Host
 from ops.site.releases import BUILD_MARKER, MARKER, RELEASE_RE
@@ -176,41 +176,6 @@ class HostState:
     semesters: list[str] = field(default_factory=list)
 
 
-def ssh_command(host: Host) -> list[str]:
-    """``ssh`` with the options Ansible would use for ``host`` (no destination)."""
-    argv = ["ssh", "-p", str(host.port), "-o", "BatchMode=yes", "-o", "ConnectTimeout=15"]
-    key = host.vars.get("ansible_ssh_private_key_file") or host.vars.get(
-        "ansible_private_key_file")
-    if key:
-        argv += ["-i", os.path.expanduser(str(key))]
-    argv += shlex.split(str(host.vars.get("ansible_ssh_common_args", "")))
-    argv += shlex.split(str(host.vars.get("ansible_ssh_extra_args", "")))
-    return argv
-
-
-def ssh_argv(host: Host, script: str, *args: str) -> list[str]:
-    """``ssh`` to ``host`` as Ansible would, running ``sh -c SCRIPT sh ARGS...`` there."""
-    remote = ["sh", "-c", script, "sh", *args]
-    if host.user != "root":
-        remote = ["sudo", "-n", *remote]
-    return [*ssh_command(host), f"{host.user}@{host.address}", "--", shlex.join(remote)]
-
-
-def read_over_ssh(host: Host, script: str, *args: str, timeout: int, what: str,
-                  hint: str) -> str:
-    """What ``sh -c SCRIPT sh ARGS...`` prints on ``host`` (over ssh, as Ansible would);
-    no answer in ``timeout`` seconds or a failure is a RemoteError: "cannot read WHAT"."""
-    try:
-        done = subprocess.run(ssh_argv(host, script, *args), capture_output=True, text=True,
-                              timeout=timeout, check=False)
-    except subprocess.TimeoutExpired:
-        raise RemoteError(f"{host.name}: no answer in {timeout} s") from None
-    if done.returncode:
-        last = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
-        raise RemoteError(f"{host.name}: cannot read {what}: {last}", hint=hint)
-    return done.stdout
-
-
 #: what every upload is sent with: recursive, symlinks as symlinks, modes set (so that
 #: --link-dest finds unchanged files equal), compared by content
 RSYNC_FLAGS = ["--recursive", "--links", "--perms", "--chmod=D0755,F0644", "--checksum",
@@ -224,10 +189,9 @@ def rsync_argv(host: Host, root: str, src: Path, dest: str, link_dests: list[str
     remote = ["flock", "-E", str(EXIT_LOCKED), "-w", str(LOCK_WAIT), f"{root}/.lock", "rsync"]
     if host.user != "root":
         remote = ["sudo", "-n", *remote]
-    address = f"[{host.address}]" if ":" in host.address else host.address
     return ["rsync", *RSYNC_FLAGS, *(f"--link-dest={d}" for d in link_dests),
-            "-e", shlex.join(ssh_command(host)), "--rsync-path", shlex.join(remote),
-            f"{src}/", f"{host.user}@{address}:{dest}/"]
+            "-e", shlex.join(ssh.command(host.reach)), "--rsync-path", shlex.join(remote),
+            f"{src}/", f"{host.name}:{dest}/"]
 
 
 @dataclass
@@ -285,7 +249,7 @@ def _rsync(host: Host, root: str, src: Path, dest: str, link_dests: list[str], *
 
 def _ssh(host: Host, script: str, *args: str, stdin: bytes | None = None,
          what: str) -> dict[str, list[str]]:
-    argv = ssh_argv(host, script, *args)
+    argv = ssh.argv(host.reach, script, *args)
     _LOG.info("$ %s", shlex.join(argv[:-1] + ["<script>", *args]))
     _LOG.debug("the script: %s", argv[-1])
     try:

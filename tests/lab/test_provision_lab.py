@@ -10,11 +10,13 @@ import csv
 import io
 import json
 import re
+import socket
 import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+import yaml
 
 from ops.machines import Recap, parse_output
 from tests.lab import labtools
@@ -47,11 +49,71 @@ def test_provision_converges_from_scratch(
             "install ok installed"
 
 
-def test_second_provision_changes_nothing(provisioned_lab: Path) -> None:
-    p = ops(provisioned_lab, "-y", "provision")
+@pytest.fixture(scope="module")
+def jump_lab(provisioned_lab: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same lab, but gpu1 and gpu2 named by their lab-network names, which only ctl
+    resolves: nothing reaches them but through ctl as a jump host (ProxyJump=ctl), host
+    keys checked against a known_hosts of the variant's own. Everything else of the
+    inventory (group_vars, roster, state, secrets) is the shared lab's, by symlink."""
+    inv = tmp_path_factory.mktemp("jump") / "lab"
+    inv.mkdir()
+    for entry in provisioned_lab.iterdir():
+        if entry.name != "hosts.yml":
+            (inv / entry.name).symlink_to(entry)
+    known = inv.parent / "known_hosts"
+    lab_vars = yaml.safe_load((provisioned_lab / "hosts.yml").read_text())["all"]["vars"]
+    lab_known = re.search(r"UserKnownHostsFile=(\S+)", lab_vars["ansible_ssh_common_args"])
+    assert lab_known, lab_vars
+    known.write_text(Path(lab_known.group(1)).read_text())
+    common = lab_vars["ansible_ssh_common_args"].replace(lab_known.group(1), str(known))
+    hosts = yaml.safe_load((provisioned_lab / "hosts.yml").read_text())
+    hosts["all"]["vars"]["ansible_ssh_common_args"] = common
+    for node in ("gpu1", "gpu2"):
+        hosts["all"]["children"]["gpu_servers"]["hosts"][node] = {
+            "ansible_host": node, "ansible_port": 22,
+            "ansible_ssh_common_args": f"{common} -o ProxyJump=ctl"}
+    (inv / "hosts.yml").write_text(yaml.safe_dump(hosts))
+    for node in ("gpu1", "gpu2"):  # this machine cannot resolve them: only ctl can
+        with pytest.raises(OSError):
+            socket.getaddrinfo(node, 22)
+    return inv
+
+
+def test_a_second_provision_through_a_jump_host_repairs_a_hand_edit_and_nothing_else(
+        jump_lab: Path) -> None:
+    """Every tool (Ansible, pyinfra, testinfra, ssh/rsync) reaches gpu1 and gpu2 through ctl
+    with strict host-key checking, and a file edited by hand on a node (an admin who
+    turned unattended upgrades off) is repaired by the next provision: no shortcut skips
+    it because the inputs did not change."""
+    managed = "/etc/apt/apt.conf.d/20auto-upgrades"
+    want = docker_exec("gpu2", "cat", managed)
+    docker_exec("gpu2", "sed", "-i", "s/Unattended-Upgrade \"1\"/Unattended-Upgrade \"0\"/",
+                managed)
+    assert docker_exec("gpu2", "cat", managed) != want
+    p = ops(jump_lab, "-y", "provision")
     r = recaps(p)
-    assert {h: x.changed for h, x in r.items()} == {h: 0 for h in NODES}
-    assert p.stdout.count("0 change(s)") == 3
+    assert {h: x.changed for h, x in r.items()} == {"ctl": 0, "gpu1": 0, "gpu2": 1}
+    assert docker_exec("gpu2", "cat", managed) == want
+    assert p.stdout.count("0 change(s)") == 3  # the accounts, through the jump host too
+    assert re.search(r"│ gpu1\s+│ \d+\s+│ 0\s+│ 0", p.stdout)  # verify ran there
+    plan = ops(jump_lab, "accounts", "plan")
+    assert "no change" in plan.stdout + plan.stderr
+    ops(jump_lab, "verify", "accounts")
+    ops(jump_lab, "site", "deploy")
+    # the host key is checked on the far side of the jump: a wrong one stops the run
+    known = jump_lab.parent / "known_hosts"
+    good = known.read_text()
+    gpu1 = [line for line in good.splitlines() if ",gpu1," in line]
+    gpu2_key = next(line for line in good.splitlines() if ",gpu2," in line and "ed25519" in line)
+    kept = [line for line in good.splitlines() if line not in gpu1]
+    known.write_text("\n".join([*kept, f"{gpu1[0].split()[0]} {gpu2_key.split(' ', 1)[1]}"])
+                     + "\n")
+    try:
+        bad = ops(jump_lab, "accounts", "plan", check=False)
+        assert bad.returncode == 5 and "Host key for gpu1 does not match" in bad.stderr, \
+            bad.stderr
+    finally:
+        known.write_text(good)
 
 
 def test_check_mode_reports_no_change(provisioned_lab: Path) -> None:

@@ -321,8 +321,9 @@ def ssh_student(lab: Path, pairs: list, tmp_path_factory: pytest.TempPathFactory
         set_own_password(LAB_NAME, "gpu1", student, initial)
     hosts = (lab / "hosts.yml").read_text()
     port = re.search(r"gpu1: \{ansible_host: 127.0.0.1, ansible_port: (\d+)", hosts).group(1)
+    known = re.search(r"UserKnownHostsFile=(\S+)", hosts).group(1)  # the lab's own
     argv = ["ssh", "-i", str(key), "-p", port, "-o", "BatchMode=yes", "-o",
-            "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o",
+            "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={known}", "-o",
             "ConnectTimeout=10", f"{student}@127.0.0.1"]
     try:
         yield student, argv

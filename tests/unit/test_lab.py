@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 import shutil
 import stat
 from pathlib import Path
@@ -100,8 +101,11 @@ def test_hosts_connection_vars(hosts: dict) -> None:
     variables = hosts["all"]["vars"]
     assert variables["ansible_user"] == "root"
     assert variables["ansible_python_interpreter"] == "/usr/bin/python3"
-    assert "StrictHostKeyChecking=no" in variables["ansible_ssh_common_args"]
-    assert "UserKnownHostsFile=/dev/null" in variables["ansible_ssh_common_args"]
+    # host keys checked, against the lab's own known_hosts beside its key
+    args = shlex.split(variables["ansible_ssh_common_args"])
+    assert "StrictHostKeyChecking=yes" in args and "StrictHostKeyChecking=no" not in args
+    known = Path(variables["ansible_ssh_private_key_file"]).with_name("known_hosts")
+    assert f"UserKnownHostsFile={known}" in args
 
 
 def test_hosts_header_names_the_lab() -> None:

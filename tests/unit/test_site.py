@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ops import REPO_ROOT
+from ops import REPO_ROOT, ssh
 from ops.errors import InputError, OpsError, RemoteError, UsageError
 from ops.site import builder, deploy, links, releases, source
 from ops.site import settings as site_settings
@@ -304,19 +305,6 @@ def test_rollback_without_a_usable_previous_touches_no_host(previous: str | None
 
 
 # ---------------------------------------------------------------- deploy plumbing
-def test_ssh_argv_is_argv_and_uses_sudo_for_non_root() -> None:
-    from ops.inventory import Host
-
-    h = Host("web1", ["all", "web"], {"ansible_host": "10.0.0.5", "ansible_port": 2222,
-                                       "ansible_user": "admin",
-                                       "ansible_ssh_private_key_file": "/k",
-                                       "ansible_ssh_common_args": "-o A=b"})
-    argv = deploy.ssh_argv(h, "echo $1", "/srv/x y")
-    assert argv[:3] == ["ssh", "-p", "2222"] and argv[7:9] == ["-i", "/k"]
-    assert argv[-3:-1] == ["admin@10.0.0.5", "--"]
-    assert argv[-1] == "sudo -n sh -c 'echo $1' sh '/srv/x y'"
-
-
 def test_rsync_argv_links_to_the_live_release_holds_the_lock_and_uses_sudo() -> None:
     from ops.inventory import Host
 
@@ -329,15 +317,19 @@ def test_rsync_argv_links_to_the_live_release_holds_the_lock_and_uses_sudo() -> 
         in argv
     assert "--chmod=D0755,F0644" in argv and "--delete" in argv and "--stats" in argv
     assert f"--exclude=/{releases.BUILD_MARKER}" in argv
-    e = argv[argv.index("-e") + 1]
-    assert e.startswith("ssh -p 2222 -o BatchMode=yes") and "-i /k" in e
+    # the run's ssh_config names the host; its block has the address, port, user and key
+    e = shlex.split(argv[argv.index("-e") + 1])
+    assert e[:2] == ["ssh", "-F"] and e[3:] == ["-o", "BatchMode=yes", "-o", "ConnectTimeout=15"]
+    block = Path(e[2]).read_text().split("Host web1\n", 1)[1].split("Host ", 1)[0]
+    assert block.split() == ["HostName", "10.0.0.5", "Port", "2222", "User", "admin",
+                             "IdentityFile", "/k"]
     assert argv[argv.index("--rsync-path") + 1] == \
         f"sudo -n flock -E {deploy.EXIT_LOCKED} -w 60 /srv/w/.lock rsync"
-    assert argv[-2:] == ["/tmp/out/", "admin@10.0.0.5:/srv/w/releases/.r.partial/"]
+    assert argv[-2:] == ["/tmp/out/", "web1:/srv/w/releases/.r.partial/"]
     root = Host("web2", ["all", "web"], {"ansible_host": "::1"})
     argv = deploy.rsync_argv(root, "/srv/w", Path("/o"), "/srv/w/x", [])
     assert argv[argv.index("--rsync-path") + 1].startswith("flock ")
-    assert argv[-1] == "root@[::1]:/srv/w/x/" and not any("link-dest" in a for a in argv)
+    assert argv[-1] == "web2:/srv/w/x/" and not any("link-dest" in a for a in argv)
 
 
 def test_rsync_stats_are_parsed() -> None:
@@ -516,7 +508,7 @@ def local_host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
     for d in ("releases", "semesters"):
         (root / d).mkdir(parents=True)
 
-    def local_argv(host: Host, script: str, *args: str) -> list[str]:
+    def local_argv(host: ssh.Access, script: str, *args: str) -> list[str]:
         return ["sh", "-c", script.replace("flock -w 60", "flock -w 1"), "sh", *args]
 
     remote_rsync = deploy.rsync_argv
@@ -528,7 +520,7 @@ def local_host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
         return ["flock", "-E", str(deploy.EXIT_LOCKED), "-w", "1", f"{root}/.lock",
                 *argv[:e], f"{src}/", f"{dest}/"]
 
-    monkeypatch.setattr(deploy, "ssh_argv", local_argv)
+    monkeypatch.setattr(ssh, "argv", local_argv)
     monkeypatch.setattr(deploy, "rsync_argv", local_rsync)
     return Host("w1", ["all", "web"], {"ansible_host": "127.0.0.1"}), root
 

@@ -684,12 +684,12 @@ def provision(opts: Opts, check: bool, diff: bool, limit: str | None, tags: str 
     with contextlib.ExitStack() as stack:
         prebuilt = None
         if site_wanted:  # a Liquid error or a broken link fails here, before any host
-            opts.say("phase 0/3: the course website is built first (no host is touched)")
+            opts.say("before phase 1: the course website is built (no host is touched)")
             tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="ops-site-"))
             with clock("website build"):
                 prebuilt = site_mod.prebuild(opts.inventory, Path(tmp) / "site", log=opts.say)
         if not skip_machines:
-            opts.say("phase 1/3: machines (ansible-playbook playbooks/site.yml)")
+            opts.say("phase 1/4: machines (ansible-playbook playbooks/site.yml)")
             from ops import usage
             from ops.images.commands import image_extra_vars
 
@@ -708,7 +708,7 @@ def provision(opts: Opts, check: bool, diff: bool, limit: str | None, tags: str 
             if code != 0:
                 failed_phase = f"ansible-playbook exited {code}"
         if prebuilt is not None and not failed_phase:
-            opts.say("phase 1/3: the course website (ops site deploy of that build)")
+            opts.say("phase 2/4: the course website (ops site deploy of that build)")
             try:
                 with clock("website deploy"):
                     site_mod.deploy_site(opts.inventory, prebuilt=prebuilt, log=opts.say)
@@ -716,7 +716,7 @@ def provision(opts: Opts, check: bool, diff: bool, limit: str | None, tags: str 
                 failed_phase = f"site deploy: {exc}"
     plans: dict[str, Any] = {}
     if not failed_phase:
-        opts.say("phase 2/3: accounts")
+        opts.say("phase 3/4: accounts")
         if check:
             plans = sync_mod.plan(ctx)[1]
             if not opts.quiet:
@@ -737,7 +737,7 @@ def provision(opts: Opts, check: bool, diff: bool, limit: str | None, tags: str 
             raise OpsError(f"provision failed: {failed_phase}", hint="see the output above")
         if check:
             return
-        opts.say("phase 3/3: verify")
+        opts.say("phase 4/4: verify")
         with clock("verify"):
             _verify(opts, None, None, None, roster)
     finally:

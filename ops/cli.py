@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.text import Text
 
 from ops import REPO_ROOT, __version__
+from ops import verify as verify_mod
 from ops.errors import ExitCode, InputError, InputErrors, OpsError, UsageError
 
 DEFAULT_INVENTORY = REPO_ROOT / "inventory" / "lab"
@@ -615,10 +616,11 @@ def verify_cmd(
     opts: Opts, area: str | None, hosts: str | None, junit: Path | None,
     expect_gpus: int | None, roster: Path | None
 ) -> None:
-    """Run the testinfra specs of AREA (default: every area) and summarise per host.
-
-    AREA is one of: accounts, common, gpu, gpu_servers, slurm, images, website, hub."""
     _verify(opts, area, hosts, junit, roster, expect_gpus)
+
+
+verify_cmd.help = ("Run the testinfra specs of AREA (default: every area) and summarise per "
+                   f"host.\n\nAREA is one of: {', '.join(verify_mod.AREAS)}.")
 
 
 def _verify(

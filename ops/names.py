@@ -14,7 +14,6 @@ from collections.abc import Iterable, Mapping
 from anyascii import anyascii
 
 POSIX_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
-MAX_LEN = 32
 BASE_LEN = 24  # leaves room for a numeric suffix
 
 #: Names no student or pair may take: system accounts and groups on Debian/Ubuntu GPU

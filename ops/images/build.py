@@ -64,7 +64,6 @@ class Built:
     cached_steps: int = 0
     #: each step: its number, its instruction, and whether it came from Docker's cache
     step_log: list[tuple[int, str, bool]] = field(default_factory=list)
-    manifest: Path | None = None
     image_id: str = ""
     log: list[str] = field(default_factory=list)
 

@@ -303,11 +303,6 @@ def store_images(inventory_dir: Path) -> tuple[list[dict[str, str]], dict[str, s
     return kept, default_image(state, cuda, gpus) or {}
 
 
-def wanted_refs(inventory_dir: Path, registry: Registry) -> dict[str, str]:
-    """variant -> the registry reference every GPU server should have."""
-    return {v: registry.server_ref(s["tag"]) for v, s in load_state(inventory_dir).items()}
-
-
 # --------------------------------------------------------------------------- servers
 
 
@@ -323,11 +318,3 @@ def server_images(inventory_dir: Path, repository_ref: str) -> dict[str, list[st
         out[host.name] = sorted(line.rsplit(":", 1)[1] for line in said.splitlines()
                                 if ":" in line)
     return out
-
-
-def require_pushed(inventory_dir: Path) -> dict[str, dict[str, str]]:
-    state = load_state(inventory_dir)
-    if not state:
-        raise OpsError("no course image has been pushed for this inventory yet",
-                       hint="`ops images build` then `ops images push`")
-    return state

@@ -47,7 +47,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from ops import lab  # noqa: E402
+from ops import engine  # noqa: E402
 from ops.images import build as build_mod  # noqa: E402
 from ops.images import spec as spec_mod  # noqa: E402
 from ops.images import wheelhouse as wh  # noqa: E402
@@ -342,7 +342,7 @@ def main() -> None:
         updates(args)
         return
     cuda = load_vars_only(args.inventory).get("course_image_cuda")
-    client = lab._client()
+    client = engine.client()
     spec = spec_mod.load()
     variant = spec.variant(args.variant)
 

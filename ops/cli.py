@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import logging
 import shlex
@@ -12,129 +11,29 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import click
-from rich import table as rich_table
-from rich.console import Console
 from rich.text import Text
 
-from ops import REPO_ROOT, __version__
+from ops import __version__
 from ops import verify as verify_mod
+from ops.console import (
+    Opts,
+    Table,
+    common,
+    confirmed,
+    err,
+    out,
+    pass_opts,
+    styled,
+)
 from ops.errors import ExitCode, InputError, InputErrors, OpsError, UsageError
+from ops.images import commands as _images
 
-DEFAULT_INVENTORY = REPO_ROOT / "inventory" / "lab"
-# markup off: roster names, paths and hosts are printed as they are, never as rich markup
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-
-
-def styled(text: object, style: str) -> Text:
-    """``text`` in a rich style (the only way colour reaches the consoles)."""
-    return Text(str(text), style=style)
-
-
-class Table(rich_table.Table):
-    """A rich table whose string cells are plain text: names, paths and messages in it are
-    never read as markup (rich reads a table's strings as markup whatever the console's
-    setting)."""
-
-    def add_row(self, *cells: Any, **kwargs: Any) -> None:
-        super().add_row(*(Text(c) if isinstance(c, str) else c for c in cells), **kwargs)
 log = logging.getLogger("ops")
-
-
-@dataclass
-class Opts:
-    inventory: Path = DEFAULT_INVENTORY
-    verbose: int = 0
-    quiet: bool = False
-    yes: bool = False
-
-    def say(self, message: str) -> None:
-        """A phase or progress line, on stderr."""
-        if not self.quiet:
-            err.print(Text.assemble((">", "bold cyan"), " ", message))
-
-
-def _set(attr: str) -> Callable[[click.Context, click.Parameter, Any], Any]:
-    def cb(ctx: click.Context, _p: click.Parameter, value: Any) -> Any:
-        opts = ctx.find_object(Opts) or ctx.ensure_object(Opts)
-        if value not in (None, 0, False):
-            setattr(opts, attr, Path(value) if attr == "inventory" else value)
-        return value
-
-    return cb
-
-
-def common(f: Callable[..., Any]) -> Callable[..., Any]:
-    """-i/-v/-q/-y on the group and on every command, so they go before or after."""
-    opts = [
-        click.option(
-            "-i",
-            "--inventory",
-            type=click.Path(file_okay=False),
-            expose_value=False,
-            callback=_set("inventory"),
-            is_eager=True,
-            help="Inventory directory (hosts.yml + group_vars/). Default: the lab.",
-        ),
-        click.option(
-            "-v",
-            "--verbose",
-            count=True,
-            expose_value=False,
-            callback=_set("verbose"),
-            help="Show the commands run (-vv: tracebacks too).",
-        ),
-        click.option(
-            "-q",
-            "--quiet",
-            is_flag=True,
-            expose_value=False,
-            callback=_set("quiet"),
-            help="Only errors and data.",
-        ),
-        click.option(
-            "-y",
-            "--yes",
-            is_flag=True,
-            expose_value=False,
-            callback=_set("yes"),
-            help="Do not ask before changing hosts.",
-        ),
-    ]
-    for o in reversed(opts):
-        f = o(f)
-    return f
-
-
-def pass_opts(f: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(f)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        opts = click.get_current_context().find_object(Opts) or Opts()
-        _logging(opts)
-        return f(opts, *args, **kwargs)
-
-    return wrapper
-
-
-def _logging(opts: Opts) -> None:
-    level = (
-        logging.WARNING
-        if opts.verbose == 0
-        else logging.INFO
-        if opts.verbose == 1
-        else logging.DEBUG
-    )
-    logging.basicConfig(
-        level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True
-    )
-    for noisy in ("pyinfra", "paramiko", "docker", "urllib3"):
-        logging.getLogger(noisy).setLevel(logging.ERROR if opts.verbose < 2 else logging.DEBUG)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -339,14 +238,6 @@ def _plan_table(plans: dict[str, Any]) -> None:
     out.print(counts)
 
 
-def _confirm(opts: Opts, question: str) -> bool:
-    if opts.yes:
-        return True
-    if not sys.stdin.isatty():
-        raise UsageError("not confirmed: no terminal to ask on", hint="pass -y to apply")
-    return click.confirm(question, default=False, err=True)
-
-
 @accounts.command("sync")
 @roster_option
 @click.option("--check", is_flag=True, help="Only show the plan (as `accounts plan`).")
@@ -366,7 +257,7 @@ def accounts_sync(opts: Opts, roster: Path | None, check: bool, allow_mass_chang
     def confirm(plans: dict[str, Any]) -> bool:
         if not opts.quiet:
             _plan_table(plans)
-        return _confirm(opts, "Apply these changes?")
+        return confirmed(opts, "Apply these changes?")
 
     plans = sync_mod.sync(ctx, confirm, progress=opts.say, allow_mass_change=allow_mass_change)
     n = sum(len(p.changes) for p in plans.values())
@@ -403,7 +294,7 @@ def accounts_offboard(
 
     def confirm(text: str) -> bool:
         out.print(text)
-        return _confirm(opts, "Archive and remove them?")
+        return confirmed(opts, "Archive and remove them?")
 
     done = off_mod.offboard(ctx, archive_dir, list(students), everyone, confirm,
                             progress=opts.say, allow_mass_change=allow_mass_change)
@@ -728,7 +619,7 @@ def provision(opts: Opts, check: bool, diff: bool, limit: str | None, tags: str 
             def confirm(p: dict[str, Any]) -> bool:
                 if not opts.quiet:
                     _plan_table(p)
-                return _confirm(opts, "Apply these changes?")
+                return confirmed(opts, "Apply these changes?")
 
             with clock("accounts"):
                 plans = sync_mod.sync(ctx, confirm, progress=opts.say,
@@ -827,7 +718,4 @@ def _show_traceback() -> None:
 
 
 # ---------------------------------------------------------------- images
-# Defined in ops/images/commands.py (it imports the helpers above, so it comes last).
-from ops.images import commands as _images  # noqa: E402
-
-cli.add_command(_images.images)  # type: ignore[has-type]  # (circular by design)
+cli.add_command(_images.images)  # defined in ops/images/commands.py

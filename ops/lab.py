@@ -17,7 +17,6 @@ Everything the lab creates in Docker carries the label ``course-ops.lab=<lab nam
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import logging
@@ -37,11 +36,10 @@ from typing import Any
 
 import docker
 import docker.errors
-import requests.exceptions
 import yaml
 from docker.models.containers import _create_container_args
 
-from ops import REPO_ROOT, tls
+from ops import REPO_ROOT, engine, tls
 from ops.errors import EngineError, InputError, OpsError, RemoteError
 
 _LOG = logging.getLogger(__name__)
@@ -63,7 +61,6 @@ IMAGE_LABEL = "course-ops.image"
 #: How long :func:`up` waits for every node's systemd and sshd, in seconds.
 READY_TIMEOUT = 120.0
 _POLL_INTERVAL = 0.5
-_API_TIMEOUT = 120
 _DEBOOTSTRAP_TIMEOUT = 1800
 _SSH_TIMEOUT = 20
 
@@ -80,10 +77,6 @@ _RECIPE_VERSION = "1"
 HOSTS_HEADER = "# Written by `ops lab up`"
 _KEY_COMMENT = "course-ops-lab"
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,49}")
-_ENGINE_HINT = (
-    "start one (`sudo systemctl start docker`, or `sudo dockerd &` where there is no "
-    "systemd); install it with `sudo apt-get install docker.io`"
-)
 
 
 @dataclass(frozen=True)
@@ -336,61 +329,6 @@ def _last_line(text: str) -> str:
 # --------------------------------------------------------------------------- Docker
 
 
-def _engine_address() -> str:
-    return os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
-
-
-def _client() -> Any:
-    """A Docker client that has answered a ping, or :class:`EngineError`."""
-    try:
-        client = docker.from_env(timeout=_API_TIMEOUT)
-        client.ping()
-    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-        _LOG.debug("the Docker engine did not answer: %s", exc)
-        if _permission_denied(exc):
-            raise EngineError(
-                f"the Docker engine at {_engine_address()} refuses this user (permission denied)",
-                hint="run as root, or join the docker group (`sudo usermod -aG docker $USER`, "
-                "then log in again)",
-            ) from exc
-        raise EngineError(
-            f"no Docker engine answers at {_engine_address()}", hint=_ENGINE_HINT
-        ) from exc
-    return client
-
-
-def _permission_denied(exc: BaseException) -> bool:
-    seen: BaseException | None = exc
-    for _ in range(10):  # the SDK wraps requests, which wraps urllib3, which wraps OSError
-        if seen is None:
-            return False
-        if isinstance(seen, PermissionError) or "Permission denied" in str(seen):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
-
-
-@contextlib.contextmanager
-def _docker(what: str) -> Iterator[None]:
-    """Turn the Docker SDK's exceptions into one-line :class:`OpsError` messages."""
-    try:
-        yield
-    except docker.errors.APIError as exc:  # before requests': it is also an HTTPError
-        raise OpsError(f"{what}: {_one_line(exc.explanation or str(exc))}") from exc
-    except docker.errors.DockerException as exc:
-        raise OpsError(f"{what}: {_one_line(str(exc))}") from exc
-    except requests.exceptions.ConnectionError as exc:
-        raise EngineError(
-            f"lost the Docker engine at {_engine_address()} while {what}", hint=_ENGINE_HINT
-        ) from exc
-    except requests.exceptions.RequestException as exc:
-        raise OpsError(f"{what}: the Docker engine did not answer in time ({exc})") from exc
-
-
-def _one_line(text: object) -> str:
-    return " ".join(str(text).split())
-
-
 def _container_name(lab: str, node: LabNode) -> str:
     return f"{lab}-{node.name}"
 
@@ -401,13 +339,6 @@ def _volume_name(lab: str) -> str:
 
 def _node_volume_name(lab: str, node: LabNode, path: str) -> str:
     return f"{lab}-{node.name}-{path.strip('/').replace('/', '-')}"
-
-
-def _get(collection: Any, name: str) -> Any | None:
-    try:
-        return collection.get(name)
-    except docker.errors.NotFound:
-        return None
 
 
 def _check_owned(obj: Any, kind: str, lab: str) -> None:
@@ -471,8 +402,8 @@ def container_spec(
 
 
 def _ensure_network(client: Any, lab: str, log: Log) -> None:
-    with _docker(f"creating network {lab}"):
-        network = _get(client.networks, lab)
+    with engine.errors(f"creating network {lab}"):
+        network = engine.get(client.networks, lab)
         if network is None:
             log(f"creating network {lab}")
             client.networks.create(lab, driver="bridge", labels={LABEL: lab})
@@ -482,8 +413,8 @@ def _ensure_network(client: Any, lab: str, log: Log) -> None:
 
 def _ensure_volume(client: Any, lab: str, log: Log) -> None:
     name = _volume_name(lab)
-    with _docker(f"creating volume {name}"):
-        volume = _get(client.volumes, name)
+    with engine.errors(f"creating volume {name}"):
+        volume = engine.get(client.volumes, name)
         if volume is None:
             log(f"creating volume {name} (the shared /home)")
             client.volumes.create(name, labels={LABEL: lab})
@@ -493,10 +424,10 @@ def _ensure_volume(client: Any, lab: str, log: Log) -> None:
 
 def _create_container(client: Any, lab: str, node: LabNode, image: str) -> Any:
     spec = container_spec(lab, node, image)
-    with _docker(f"creating container {spec['name']}"):
+    with engine.errors(f"creating container {spec['name']}"):
         for path in node.volumes:  # labelled, so `lab down` removes them too
             name = _node_volume_name(lab, node, path)
-            volume = _get(client.volumes, name)
+            volume = engine.get(client.volumes, name)
             if volume is None:
                 client.volumes.create(name, labels={LABEL: lab})
             else:
@@ -527,7 +458,7 @@ def _authorized_keys(container: Any) -> str:
 
 def _install_key(container: Any, public_key: str) -> None:
     """Make sure root's authorized_keys on ``container`` holds ``public_key``."""
-    with _docker(f"installing the lab's key in {container.name}"):
+    with engine.errors(f"installing the lab's key in {container.name}"):
         text = authorized_keys_with(_authorized_keys(container), public_key)
         if text is None:
             return
@@ -630,7 +561,7 @@ def _ssh_error(key: Path, port: int) -> str | None:
 
 def _node_status(client: Any, lab: str, node: LabNode) -> NodeStatus:
     name = _container_name(lab, node)
-    container = _get(client.containers, name)
+    container = engine.get(client.containers, name)
     if container is None:
         return NodeStatus(node.name, name, None, "missing", "-", False)
     port = _port(container)
@@ -735,8 +666,8 @@ def ensure_base_image(
     """The base image's tag, building it first unless that tag exists already."""
     changes = list(_IMPORT_CHANGES if changes is None else changes)
     tag = base_image_tag(image_dir, repository, changes)
-    with _docker(f"looking for image {tag}"):
-        if _get(client.images, tag) is not None:
+    with engine.errors(f"looking for image {tag}"):
+        if engine.get(client.images, tag) is not None:
             _LOG.debug("base image %s exists", tag)
             return tag
     if os.geteuid() != 0:
@@ -856,7 +787,7 @@ def _import_rootfs(client: Any, rootfs: Path, tag: str, changes: Sequence[str]) 
             while data := stream.read(1 << 20):
                 yield data
 
-        with _docker(f"importing {tag}"):
+        with engine.errors(f"importing {tag}"):
             response = client.api.import_image_from_stream(
                 chunks(), repository=repository, tag=version, changes=list(changes)
             )
@@ -866,8 +797,8 @@ def _import_rootfs(client: Any, rootfs: Path, tag: str, changes: Sequence[str]) 
         message = errors.read().decode("utf-8", "replace")
     if returncode:
         raise OpsError(f"tar of the lab rootfs failed: {_last_line(message)}")
-    with _docker(f"importing {tag}"):
-        if _get(client.images, tag) is None:
+    with engine.errors(f"importing {tag}"):
+        if engine.get(client.images, tag) is None:
             raise OpsError(f"docker import did not create {tag}: {_last_line(str(response))}")
 
 
@@ -891,12 +822,12 @@ def up(inventory_dir: Path, *, log: Log = _LOG.info) -> list[NodeStatus]:
     """Bring the lab up (idempotent); write hosts.yml; return each node's status."""
     inventory_dir = Path(inventory_dir).resolve()
     lab = lab_name(inventory_dir)
-    client = _client()
+    client = engine.client()
     key = ensure_key(inventory_dir, log)
     public_key = _pub(key).read_text(encoding="utf-8").strip()
-    with _docker(f"bringing up lab {lab}"):
+    with engine.errors(f"bringing up lab {lab}"):
         containers = {
-            node.name: _get(client.containers, _container_name(lab, node)) for node in NODES
+            node.name: engine.get(client.containers, _container_name(lab, node)) for node in NODES
         }
         already = all(c is not None and c.status == "running" for c in containers.values())
         if already:
@@ -917,7 +848,7 @@ def up(inventory_dir: Path, *, log: Log = _LOG.info) -> list[NodeStatus]:
 def _published(client: Any, lab: str) -> dict[str, dict[int, int]]:
     """Each node's published service ports: container port -> 127.0.0.1 port."""
     published: dict[str, dict[int, int]] = {}
-    with _docker(f"reading the published ports of lab {lab}"):
+    with engine.errors(f"reading the published ports of lab {lab}"):
         for node in NODES:
             if not node.publish:
                 continue
@@ -948,11 +879,11 @@ def _ensure_node(
     _install_key(container, public_key)
     if container.status == "paused":
         log(f"unpausing {node.name}")
-        with _docker(f"unpausing {container.name}"):
+        with engine.errors(f"unpausing {container.name}"):
             container.unpause()
     elif container.status != "running":
         log(f"starting {node.name}")
-        with _docker(f"starting {container.name}"):
+        with engine.errors(f"starting {container.name}"):
             container.start()
 
 
@@ -1030,7 +961,7 @@ def record_host_keys(client: Any, lab: str, node: LabNode, port: int, path: Path
     nothing to trust on first use) into the lab's known_hosts, replacing what it had for
     that node; False while sshd has made none yet."""
     name = _container_name(lab, node)
-    with _docker(f"reading the host keys of {name}"):
+    with engine.errors(f"reading the host keys of {name}"):
         code, out = client.containers.get(name).exec_run(
             ["sh", "-c", "cat /etc/ssh/ssh_host_*_key.pub"])
     keys = [" ".join(line.split()[:2]) for line in out.decode("utf-8", "replace").splitlines()
@@ -1049,8 +980,8 @@ def record_host_keys(client: Any, lab: str, node: LabNode, port: int, path: Path
 def status(inventory_dir: Path) -> list[NodeStatus]:
     """One :class:`NodeStatus` per node; missing containers are reported, not raised."""
     lab = lab_name(inventory_dir)
-    client = _client()
-    with _docker(f"reading the status of lab {lab}"):
+    client = engine.client()
+    with engine.errors(f"reading the status of lab {lab}"):
         return [_node_status(client, lab, node) for node in NODES]
 
 
@@ -1058,10 +989,10 @@ def down(inventory_dir: Path, *, remove_image: bool = False, log: Log = _LOG.inf
     """Remove the lab's containers, network, volume, key and hosts.yml (idempotent)."""
     inventory_dir = Path(inventory_dir).resolve()
     lab = lab_name(inventory_dir)
-    client = _client()
+    client = engine.client()
     selector = {"label": f"{LABEL}={lab}"}
     removed = 0
-    with _docker(f"removing lab {lab}"):
+    with engine.errors(f"removing lab {lab}"):
         for container in client.containers.list(all=True, filters=selector):
             log(f"removing {container.name}")
             container.remove(force=True, v=True)

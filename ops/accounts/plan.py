@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ops.accounts.model import Desired, WantDir, WantUser
-from ops.accounts.snapshot import HostSnapshot
+from ops.accounts.snapshot import HostSnapshot, locked
 from ops.state import SUBID_COUNT
 
 ADD, CHANGE, LOCK, UNLOCK, REMOVE = "add", "change", "lock", "unlock", "remove"
@@ -104,21 +104,6 @@ class HostPlan:
             return None
         commands = ["chpasswd -e", *(shlex.join(a) for c in self.changes for a in c.after)]
         return locked(" && ".join(commands)), "".join(f"{s}\n" for s in secrets)
-
-
-#: Serialises course-ops runs on a host: a run killed locally may leave its last command
-#: running remotely; the next run's snapshot waits for it instead of racing it.
-#: The lock lives in a root-only directory: /run/lock is world-writable, and a student
-#: holding the lock there could stall every run.
-LOCK_DIR = "/run/course-ops"
-HOST_LOCK = f"{LOCK_DIR}/accounts.lock"
-
-
-def locked(command: str) -> str:
-    return (
-        f"install -d -m 0700 -o root -g root {LOCK_DIR} && "
-        f"flock -w 600 {HOST_LOCK} sh -c {shlex.quote(command)}"
-    )
 
 
 def _end_sessions(user: str) -> tuple[str, ...]:

@@ -134,10 +134,23 @@ def snapshot_script(home_root: str, pairs_dir: str, homes: bool, slurm: bool = F
     return "; ".join(lines)
 
 
+#: Serialises course-ops runs on a host: a run killed locally may leave its last command
+#: running remotely; the next run's snapshot waits for it instead of racing it.
+#: The lock lives in a root-only directory: /run/lock is world-writable, and a student
+#: holding the lock there could stall every run.
+LOCK_DIR = "/run/course-ops"
+HOST_LOCK = f"{LOCK_DIR}/accounts.lock"
+
+
+def locked(command: str) -> str:
+    return (
+        f"install -d -m 0700 -o root -g root {LOCK_DIR} && "
+        f"flock -w 600 {HOST_LOCK} sh -c {shlex.quote(command)}"
+    )
+
+
 def snapshot_command(home_root: str, pairs_dir: str, homes: bool, slurm: bool = False,
                      hub: bool = False) -> str:
-    from ops.accounts.plan import locked
-
     return locked(snapshot_script(home_root, pairs_dir, homes, slurm, hub=hub))
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ops.cli import Opts, Table, common, err, out, pass_opts, styled
+from ops.console import Opts, Table, common, confirmed, err, out, pass_opts, styled
 from ops.errors import OpsError, UsageError
 from ops.images import spec as spec_mod
 
@@ -58,9 +58,9 @@ def _cuda(opts: Opts) -> str | None:
 
 
 def _client() -> Any:
-    from ops import lab
+    from ops import engine
 
-    return lab._client()
+    return engine.client()
 
 
 @contextmanager
@@ -373,7 +373,6 @@ def image_extra_vars(inventory: Path) -> tuple[str, ...]:
 @pass_opts
 def prune_cmd(opts: Opts, keep: int) -> None:
     """Remove old course image tags from the GPU servers (never one a job uses)."""
-    from ops.cli import _confirm
     from ops.images import prune as prune_mod
     from ops.images import registry as reg
 
@@ -393,7 +392,7 @@ def prune_cmd(opts: Opts, keep: int) -> None:
         if len(plan.history) != len(reg.load_history(opts.inventory)):
             reg.save_state(opts.inventory, state, plan.history)
         return
-    if not _confirm(opts, "Remove these tags? (the registry keeps them: `ops images pull` "
+    if not confirmed(opts, "Remove these tags? (the registry keeps them: `ops images pull` "
                           "brings one back)"):
         raise OpsError("nothing removed", hint="-y answers yes")
     prune_mod.apply(opts.inventory, ref, plan)

@@ -166,7 +166,7 @@ def build(src: Path, out: Path, *, baseurl: str | None = None, ca_bundle: Path |
           log: Log = _LOG.info) -> Built:
     """Check the source, build it into ``out`` (emptied), check every internal link (those
     to the web hosts' names and to the host of the site's ``url`` included)."""
-    from ops import lab
+    from ops import engine
 
     started = time.monotonic()
     opts = options or Options()
@@ -176,7 +176,7 @@ def build(src: Path, out: Path, *, baseurl: str | None = None, ca_bundle: Path |
     builder.check_out(cfg.source, out)  # before Docker: a wrong --out removes nothing
     for line in plan.said:
         log(line)
-    client = lab._client()
+    client = engine.client()
     if opts.builder == "bundler":
         image = builder.ensure_bundle_image(client, cfg.source, ca_bundle=ca_bundle, log=log)
     else:

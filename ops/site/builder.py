@@ -103,10 +103,10 @@ def ensure_image(client: Any, *, ca_bundle: Path | None = None,
 
 def _build_image(client: Any, tag: str, dockerfile: str, files: dict[str, bytes | None],
                  what: str, hint: str, log: Log) -> str:
-    from ops import lab
+    from ops import engine, lab
 
-    with lab._docker(f"looking for image {tag}"):
-        if lab._get(client.images, tag) is not None:
+    with engine.errors(f"looking for image {tag}"):
+        if engine.get(client.images, tag) is not None:
             return tag
     log(f"building the site builder image {tag} ({what}; a few minutes, once)")
     started = time.monotonic()
@@ -119,7 +119,7 @@ def _build_image(client: Any, tag: str, dockerfile: str, files: dict[str, bytes 
             info.size, info.mode = len(data), 0o644
             tar.addfile(info, io.BytesIO(data))
     context.seek(0)
-    with lab._docker(f"building {tag}"):
+    with engine.errors(f"building {tag}"):
         try:
             client.images.build(fileobj=context, custom_context=True, tag=tag, rm=True,
                                 forcerm=True, pull=False, labels={lab.IMAGE_LABEL: "site-builder"})
@@ -441,13 +441,11 @@ def run_jekyll(client: Any, image: str, source: Path, out: Path, *,
                baseurl: str | None = None, inputs: JekyllInputs | None = None) -> str:
     """``jekyll build`` in the builder into ``out`` (checked and emptied first, see
     :func:`check_out`), then the static semesters copied in. Returns jekyll's output."""
-    from ops import lab
-
     source = source.resolve()
     out = prepare_out(source, out)
     inputs = inputs or JekyllInputs()
     try:
-        logs = _run_jekyll(lab, client, image, source, out, baseurl, inputs)
+        logs = _run_jekyll(client, image, source, out, baseurl, inputs)
         copy_static(inputs.static, source, out)
         return logs
     finally:  # Jekyll removes files it did not make: mark the directory again
@@ -489,8 +487,10 @@ def copy_static(semesters: list[Semester], source: Path, out: Path) -> int:
     return n
 
 
-def _run_jekyll(lab: Any, client: Any, image: str, source: Path, out: Path,
+def _run_jekyll(client: Any, image: str, source: Path, out: Path,
                 baseurl: str | None, inputs: JekyllInputs) -> str:
+    from ops import engine, lab
+
     user = f"{os.getuid()}:{os.getgid()}"
     override = bool(inputs.override())
     argv = jekyll_argv(baseurl, override=override)
@@ -507,19 +507,19 @@ def _run_jekyll(lab: Any, client: Any, image: str, source: Path, out: Path,
                   image, " ".join(argv))
         if override:
             _LOG.info("override.yml: %s", json.dumps(inputs.override()))
-        with lab._docker("running jekyll"):
+        with engine.errors("running jekyll"):
             container = client.containers.create(
                 image, argv, user=user, network_disabled=not inputs.network,
                 working_dir="/tmp",
                 volumes=volumes, environment=environment,
                 labels={lab.IMAGE_LABEL: "site-builder"})
         try:
-            with lab._docker("running jekyll"):
+            with engine.errors("running jekyll"):
                 container.start()
                 result = container.wait(timeout=BUILD_TIMEOUT)
                 logs = container.logs(stdout=True, stderr=True).decode("utf-8", "replace")
         finally:
-            with lab._docker("removing the jekyll container"):
+            with engine.errors("removing the jekyll container"):
                 container.remove(force=True)
     _LOG.debug("jekyll said:\n%s", logs)
     problem = parse_errors(logs, source)

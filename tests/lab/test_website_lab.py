@@ -319,13 +319,12 @@ def big_lab(provisioned_lab: Path):  # noqa: ANN201
 def test_the_big_site_builds_with_its_link_check_within_a_minute(
         big_lab: Path, big_site: sample.Made, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from ops import lab as lab_mod
-    from ops import site
+    from ops import engine, site
     from ops.site import builder, links
 
     options = site.build_options(big_lab)
     plan = site.plan_build(big_site.source, options)
-    builder.ensure_image(lab_mod._client(), site_packages=plan.plugins.packages)  # once
+    builder.ensure_image(engine.client(), site_packages=plan.plugins.packages)  # once
     reads: dict[str, int] = {}
     real_read = Path.read_text
 

@@ -13,7 +13,7 @@ import docker.errors
 import pytest
 import yaml
 
-from ops import lab
+from ops import engine, lab
 from ops.errors import EngineError, ExitCode, InputError
 
 PORTS = {"ctl": 32768, "gpu1": 32769, "gpu2": 32770}
@@ -426,5 +426,5 @@ def test_socket_permission_is_not_reported_as_no_engine(monkeypatch: pytest.Monk
 
     monkeypatch.setattr(docker, "from_env", refuse)
     with pytest.raises(EngineError, match="refuses this user") as caught:
-        lab._client()
+        engine.client()
     assert "docker group" in caught.value.hint

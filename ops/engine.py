@@ -20,6 +20,8 @@ import requests.exceptions
 from ops.errors import EngineError, OpsError
 
 _LOG = logging.getLogger(__name__)
+#: The label on every image course-ops makes (its value: which: lab-base, site-builder...)
+IMAGE_LABEL = "course-ops.image"
 #: seconds the SDK waits for one API call (an image import or a commit can take a while)
 API_TIMEOUT = 120
 ENGINE_HINT = (

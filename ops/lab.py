@@ -4,12 +4,13 @@ Three containers boot systemd with sshd: ``ctl`` (slurm_controller, web, registr
 ``gpu1``, ``gpu2`` (gpu_servers). They share a user-defined bridge network (each resolves
 the others by node name) and a Docker volume mounted at /home on every node (the NFS
 homes of the real cluster). Ansible, pyinfra and testinfra reach them over SSH on ports
-published on 127.0.0.1, with a key pair the lab generates into ``<inventory>/.lab/``;
-:func:`up` writes ``<inventory>/hosts.yml`` so every tool reads the same inventory.
+published on 127.0.0.1, with a key pair the lab generates into ``<inventory>/.lab/``,
+checking each node's host key against ``.lab/known_hosts`` (read from the container
+itself); :func:`up` writes ``<inventory>/hosts.yml`` so every tool reads the same inventory.
 
-Nothing is pulled from a registry: the base image is made with debootstrap, configured
-from the files under ``images/lab-base/``, imported with ``docker import`` and tagged by
-the hash of those files, so it is built once and reused until they change.
+It owns the lab (inventory, keys, TLS, containers up/down/status) and nothing else: the
+base image the nodes boot comes from ops/rootfs.py (debootstrap, no registry), the
+Docker engine is reached through ops/engine.py.
 
 Everything the lab creates in Docker carries the label ``course-ops.lab=<lab name>``;
 :func:`down` removes exactly that and checks nothing of it is left.
@@ -17,7 +18,6 @@ Everything the lab creates in Docker carries the label ``course-ops.lab=<lab nam
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 import os
@@ -27,9 +27,8 @@ import shutil
 import socket
 import subprocess
 import tarfile
-import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,40 +38,24 @@ import docker.errors
 import yaml
 from docker.models.containers import _create_container_args
 
-from ops import REPO_ROOT, engine, tls
-from ops.errors import EngineError, InputError, OpsError, RemoteError
+from ops import engine, rootfs, tls
+from ops.errors import InputError, OpsError, RemoteError
+from ops.run import last_line, output, tool
 
 _LOG = logging.getLogger(__name__)
 
 Log = Callable[[str], None]
 
-#: Where the base image's package list, masked units and rootfs overlay live.
-IMAGE_DIR = REPO_ROOT / "images" / "lab-base"
-IMAGE_REPOSITORY = "course-ops/lab-base"
-SUITE = "bookworm"
-DEFAULT_MIRROR = "http://deb.debian.org/debian"
 DEFAULT_LAB_NAME = "course-ops-lab"
 
 #: The label on every container, network and volume of a lab; its value is the lab name.
 LABEL = "course-ops.lab"
 NODE_LABEL = "course-ops.lab.node"
-IMAGE_LABEL = "course-ops.image"
 
 #: How long :func:`up` waits for every node's systemd and sshd, in seconds.
 READY_TIMEOUT = 120.0
 _POLL_INTERVAL = 0.5
-_DEBOOTSTRAP_TIMEOUT = 1800
 _SSH_TIMEOUT = 20
-
-#: Dockerfile instructions applied on import; part of the image tag's hash.
-_IMPORT_CHANGES = (
-    'CMD ["/lib/systemd/systemd"]',
-    "ENV container=docker",
-    "ENV LANG=C.UTF-8",
-    f"LABEL {IMAGE_LABEL}=lab-base",
-)
-#: Bump when the build recipe in this module changes in a way the files do not show.
-_RECIPE_VERSION = "1"
 
 HOSTS_HEADER = "# Written by `ops lab up`"
 _KEY_COMMENT = "course-ops-lab"
@@ -271,13 +254,13 @@ def ensure_key(inventory_dir: Path, log: Log = _LOG.info) -> Path:
     pub = _pub(key)
     key.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     key.parent.chmod(0o700)
-    keygen = _tool("ssh-keygen", "openssh-client")
+    keygen = tool("ssh-keygen", "openssh-client")
     if not key.exists():
         log(f"generating the lab's SSH key ({key})")
         pub.unlink(missing_ok=True)
-        _run([keygen, "-q", "-t", "ed25519", "-N", "", "-C", _KEY_COMMENT, "-f", str(key)])
+        output([keygen, "-q", "-t", "ed25519", "-N", "", "-C", _KEY_COMMENT, "-f", str(key)])
     elif not pub.exists():
-        public = _run([keygen, "-y", "-f", str(key)])
+        public = output([keygen, "-y", "-f", str(key)])
         pub.write_text(f"{' '.join(public.split()[:2])} {_KEY_COMMENT}\n", encoding="utf-8")
     key.chmod(0o600)
     return key
@@ -297,33 +280,6 @@ def ensure_tls(inventory_dir: Path, lab: str, log: Log = _LOG.info) -> tls.TlsFi
 
 def _pub(key: Path) -> Path:
     return key.with_name(key.name + ".pub")
-
-
-def _tool(name: str, package: str) -> str:
-    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin:/usr/bin:/bin")
-    if not found:
-        raise EngineError(
-            f"`{name}` is not installed", hint=f"install it: `sudo apt-get install {package}`"
-        )
-    return found
-
-
-def _run(argv: Sequence[str], *, timeout: float = 60) -> str:
-    _LOG.debug("running %s", argv)
-    try:
-        done = subprocess.run(
-            list(argv), capture_output=True, text=True, timeout=timeout, check=False
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise OpsError(f"`{argv[0]}` did not finish in {timeout:.0f} s") from exc
-    if done.returncode:
-        raise OpsError(f"`{' '.join(argv)}` failed: {_last_line(done.stderr or done.stdout)}")
-    return done.stdout
-
-
-def _last_line(text: str) -> str:
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[-1] if lines else "(no output)"
 
 
 # --------------------------------------------------------------------------- Docker
@@ -501,11 +457,11 @@ def _systemd_state(container: Any) -> str:
     if container.status != "running":
         return "-"
     try:
-        _, output = container.exec_run(["systemctl", "is-system-running"])
+        _, output = container.execoutput(["systemctl", "is-system-running"])
     except docker.errors.APIError as exc:
         _LOG.debug("systemctl in %s: %s", container.name, exc)
         return "unknown"
-    state = _last_line(output.decode("utf-8", "replace"))
+    state = last_line(output.decode("utf-8", "replace"))
     return state if re.fullmatch(r"[a-z-]+", state) else "unknown"
 
 
@@ -532,7 +488,7 @@ def ssh_banner(port: int | None, *, timeout: float = 2.0) -> bool:
 def ssh_argv(key: Path, port: int, *command: str) -> list[str]:
     """``ssh`` as root into a lab node, non-interactively, its host key checked."""
     return [
-        _tool("ssh", "openssh-client"),
+        tool("ssh", "openssh-client"),
         "-i", str(key),
         "-p", str(port),
         *shlex.split(ssh_options(key)),
@@ -556,7 +512,7 @@ def _ssh_error(key: Path, port: int) -> str | None:
         )
     except subprocess.TimeoutExpired:
         return f"ssh did not finish in {_SSH_TIMEOUT} s"
-    return None if done.returncode == 0 else _last_line(done.stderr)
+    return None if done.returncode == 0 else last_line(done.stderr)
 
 
 def _node_status(client: Any, lab: str, node: LabNode) -> NodeStatus:
@@ -574,245 +530,6 @@ def _node_status(client: Any, lab: str, node: LabNode) -> NodeStatus:
         _systemd_state(container),
         running and ssh_banner(port),
     )
-
-
-# --------------------------------------------------------------------------- the base image
-
-
-def _read_list(path: Path) -> list[str]:
-    items = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        item = line.split("#", 1)[0].strip()
-        if item:
-            items.append(item)
-    return items
-
-
-def _image_files(image_dir: Path) -> list[Path]:
-    """The files whose content makes the image: lists and the rootfs overlay."""
-    files = [p for p in (image_dir / "packages.txt", image_dir / "masked-units.txt") if p.exists()]
-    overlay = image_dir / "rootfs"
-    if overlay.is_dir():
-        files += sorted(p for p in overlay.rglob("*") if p.is_file() or p.is_symlink())
-    return files
-
-
-def base_image_tag(
-    image_dir: Path = IMAGE_DIR,
-    repository: str = IMAGE_REPOSITORY,
-    changes: Sequence[str] | None = None,
-) -> str:
-    """``course-ops/lab-base:bookworm-<12 hex>``, hashed from what goes into the image.
-
-    Other debootstrap-made images (the course image's base) pass their own directory,
-    repository and ``docker import`` changes.
-    """
-    digest = hashlib.sha256()
-    for part in (SUITE, _RECIPE_VERSION, *(_IMPORT_CHANGES if changes is None else changes)):
-        digest.update(part.encode() + b"\0")
-    for path in _image_files(image_dir):
-        rel = path.relative_to(image_dir).as_posix()
-        if path.is_symlink():
-            body = b"->" + os.readlink(path).encode()
-        else:
-            executable = b"x" if os.access(path, os.X_OK) else b"-"
-            body = executable + path.read_bytes()
-        digest.update(rel.encode() + b"\0" + body + b"\0")
-    return f"{repository}:{SUITE}-{digest.hexdigest()[:12]}"
-
-
-def debian_mirror(
-    environ: Mapping[str, str] | None = None,
-    sources: Sequence[Path] = (
-        Path("/etc/apt/sources.list.d/debian.sources"),
-        Path("/etc/apt/sources.list"),
-    ),
-) -> str:
-    """``OPS_LAB_MIRROR``, else the host's first Debian mirror, else deb.debian.org."""
-    env = os.environ if environ is None else environ
-    if env.get("OPS_LAB_MIRROR"):
-        return env["OPS_LAB_MIRROR"]
-    for path in sources:
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError:
-            continue
-        for uri in _source_uris(text):
-            if uri.startswith(("http://", "https://")) and "security" not in uri:
-                return uri.rstrip("/")
-    return DEFAULT_MIRROR
-
-
-def _source_uris(text: str) -> Iterator[str]:
-    """URIs of deb822 ``URIs:`` fields and one-line ``deb`` entries, in file order."""
-    for raw in text.splitlines():
-        line = raw.split("#", 1)[0].strip()
-        if line.lower().startswith("uris:"):
-            yield from line.split(":", 1)[1].split()
-        elif line.startswith("deb "):
-            words = re.sub(r"\[[^\]]*\]", " ", line[4:]).split()
-            if words:
-                yield words[0]
-
-
-def ensure_base_image(
-    client: Any,
-    *,
-    log: Log = _LOG.info,
-    image_dir: Path = IMAGE_DIR,
-    repository: str = IMAGE_REPOSITORY,
-    changes: Sequence[str] | None = None,
-) -> str:
-    """The base image's tag, building it first unless that tag exists already."""
-    changes = list(_IMPORT_CHANGES if changes is None else changes)
-    tag = base_image_tag(image_dir, repository, changes)
-    with engine.errors(f"looking for image {tag}"):
-        if engine.get(client.images, tag) is not None:
-            _LOG.debug("base image %s exists", tag)
-            return tag
-    if os.geteuid() != 0:
-        raise EngineError(
-            f"building the lab base image {tag} needs root",
-            hint="run `sudo ops lab up` once; later runs reuse the image",
-        )
-    debootstrap = _tool("debootstrap", "debootstrap")
-    mirror = debian_mirror()
-    log(f"building the base image {tag} (debootstrap from {mirror}, about a minute)")
-    started = time.monotonic()
-    scratch = os.environ.get("TMPDIR") or "/var/tmp"
-    with tempfile.TemporaryDirectory(prefix="course-ops-lab-base-", dir=scratch) as tmp:
-        rootfs = Path(tmp) / "rootfs"
-        try:
-            _debootstrap(debootstrap, rootfs, _read_list(image_dir / "packages.txt"), mirror)
-            _configure_rootfs(rootfs, image_dir)
-            log("importing the root file system into Docker")
-            _import_rootfs(client, rootfs, tag, changes)
-        finally:
-            _unmount_below(rootfs)
-    log(f"built {tag} in {time.monotonic() - started:.0f} s")
-    return tag
-
-
-def _debootstrap(debootstrap: str, rootfs: Path, packages: list[str], mirror: str) -> None:
-    argv = [
-        debootstrap,
-        "--variant=minbase",
-        f"--include={','.join(packages)}",
-        SUITE,
-        str(rootfs),
-        mirror,
-    ]
-    env = {
-        **os.environ,
-        "LC_ALL": "C",
-        "DEBIAN_FRONTEND": "noninteractive",
-        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
-    }
-    _LOG.debug("running %s", argv)
-    try:
-        done = subprocess.run(
-            argv,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=env,
-            timeout=_DEBOOTSTRAP_TIMEOUT,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise OpsError(
-            f"debootstrap did not finish in {_DEBOOTSTRAP_TIMEOUT} s",
-            hint=f"is {mirror} reachable? set OPS_LAB_MIRROR to a closer Debian mirror",
-        ) from exc
-    for line in done.stdout.splitlines():
-        _LOG.debug("debootstrap: %s", line)
-    if done.returncode:
-        raise OpsError(
-            f"debootstrap failed (exit {done.returncode}): {_last_line(done.stdout)}",
-            hint=f"is {mirror} reachable? set OPS_LAB_MIRROR to another Debian mirror",
-        )
-
-
-def _configure_rootfs(rootfs: Path, image_dir: Path) -> None:
-    """Apply images/lab-base/ to a fresh debootstrap tree."""
-    overlay = image_dir / "rootfs"
-    for source in sorted(overlay.rglob("*")) if overlay.is_dir() else []:
-        target = rootfs / source.relative_to(overlay)
-        if source.is_dir() and not source.is_symlink():
-            if not target.exists():
-                target.mkdir(mode=0o755)
-                _chown_root(target)
-            continue
-        target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-        target.unlink(missing_ok=True)
-        if source.is_symlink():
-            target.symlink_to(os.readlink(source))
-        else:
-            shutil.copyfile(source, target)
-            target.chmod(0o755 if os.access(source, os.X_OK) else 0o644)
-        _chown_root(target)
-    units = rootfs / "etc" / "systemd" / "system"
-    masked = image_dir / "masked-units.txt"
-    for unit in _read_list(masked) if masked.exists() else []:
-        link = units / unit
-        link.unlink(missing_ok=True)
-        link.symlink_to("/dev/null")
-    # Every container makes its own host keys and machine id on first boot.
-    for host_key in (rootfs / "etc" / "ssh").glob("ssh_host_*"):
-        host_key.unlink()
-    (rootfs / "etc" / "machine-id").write_text("", encoding="utf-8")
-    (rootfs / "var" / "lib" / "dbus" / "machine-id").unlink(missing_ok=True)
-    (rootfs / "etc" / "hostname").unlink(missing_ok=True)
-    for deb in (rootfs / "var" / "cache" / "apt" / "archives").glob("*.deb"):
-        deb.unlink()
-
-
-def _chown_root(path: Path) -> None:
-    if os.geteuid() == 0:  # the build runs as root; unit tests need not
-        os.lchown(path, 0, 0)
-
-
-def _import_rootfs(client: Any, rootfs: Path, tag: str, changes: Sequence[str]) -> None:
-    repository, _, version = tag.rpartition(":")
-    argv = [_tool("tar", "tar"), "--numeric-owner", "--xattrs", "-C", str(rootfs), "-c", "."]
-    _LOG.debug("running %s | docker import", argv)
-    with (
-        tempfile.TemporaryFile() as errors,
-        subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=errors) as tar,
-    ):
-        stream = tar.stdout
-        assert stream is not None
-
-        def chunks() -> Iterator[bytes]:
-            while data := stream.read(1 << 20):
-                yield data
-
-        with engine.errors(f"importing {tag}"):
-            response = client.api.import_image_from_stream(
-                chunks(), repository=repository, tag=version, changes=list(changes)
-            )
-        _LOG.debug("docker import: %s", response)
-        returncode = tar.wait(timeout=60)
-        errors.seek(0)
-        message = errors.read().decode("utf-8", "replace")
-    if returncode:
-        raise OpsError(f"tar of the lab rootfs failed: {_last_line(message)}")
-    with engine.errors(f"importing {tag}"):
-        if engine.get(client.images, tag) is None:
-            raise OpsError(f"docker import did not create {tag}: {_last_line(str(response))}")
-
-
-def _unmount_below(path: Path) -> None:
-    """Unmount anything a failed debootstrap left mounted inside ``path``."""
-    try:
-        mounts = Path("/proc/self/mounts").read_text(encoding="utf-8").splitlines()
-    except OSError:
-        return
-    prefix = str(path) + "/"
-    points = [m.split()[1] for m in mounts if len(m.split()) > 1]
-    for point in sorted((p for p in points if p.startswith(prefix)), reverse=True):
-        _LOG.debug("unmounting %s", point)
-        subprocess.run(["umount", "-l", point], check=False, capture_output=True, timeout=30)
 
 
 # --------------------------------------------------------------------------- up, down, status
@@ -869,12 +586,12 @@ def _ensure_node(
 ) -> None:
     """Create (from the base image, built if need be) or start one node's container."""
     if container is None:
-        image = ensure_base_image(client, log=log)
+        image = rootfs.ensure_base_image(client, log=log)
         log(f"creating {node.name}")
         container = _create_container(client, lab, node, image)
     else:
         _check_owned(container, "container", lab)
-        if container.attrs["Config"]["Image"] != base_image_tag():
+        if container.attrs["Config"]["Image"] != rootfs.base_image_tag():
             log(f"{node.name} runs an older base image; `ops lab down`, then up, renews it")
     _install_key(container, public_key)
     if container.status == "paused":
@@ -1027,7 +744,7 @@ def _leftovers(client: Any, selector: dict[str, str]) -> list[str]:
 
 
 def _remove_base_images(client: Any, log: Log) -> None:
-    for image in client.images.list(name=IMAGE_REPOSITORY):
+    for image in client.images.list(name=rootfs.IMAGE_REPOSITORY):
         for tag in image.tags:
             try:
                 client.images.remove(tag)

@@ -18,7 +18,7 @@ from typing import Any
 import docker.errors
 import requests.exceptions
 
-from ops import REPO_ROOT, __version__, lab
+from ops import REPO_ROOT, __version__, rootfs
 from ops.errors import OpsError
 from ops.images import debian
 from ops.images import spec as spec_mod
@@ -72,9 +72,9 @@ def bootstrap_tag(client: Any, spec: ImageSpec, log: Log, *, make: bool = True) 
     """The debootstrap image of base/packages.txt (made when ``make`` and missing)."""
     assert spec.base_debootstrap is not None
     if make:
-        return lab.ensure_base_image(client, log=log, image_dir=spec.base_debootstrap,
+        return rootfs.ensure_base_image(client, log=log, image_dir=spec.base_debootstrap,
                                      repository=BASE_REPOSITORY, changes=BASE_CHANGES)
-    return lab.base_image_tag(spec.base_debootstrap, BASE_REPOSITORY, BASE_CHANGES)
+    return rootfs.base_image_tag(spec.base_debootstrap, BASE_REPOSITORY, BASE_CHANGES)
 
 
 def ensure_base(client: Any, spec: ImageSpec, log: Log, *, make: bool = True) -> tuple[str, str]:

@@ -35,7 +35,7 @@ from typing import Any
 import docker.errors
 import requests.exceptions
 
-from ops import lab
+from ops import rootfs
 from ops.errors import InputError, InputErrors, OpsError
 
 _LOG = logging.getLogger(__name__)
@@ -261,7 +261,7 @@ def apply_plan(installed: Mapping[str, str], wanted: Mapping[str, str]
 class Archives:
     mirror: str
     security: str
-    suite: str = lab.SUITE
+    suite: str = rootfs.SUITE
 
     def sources_list(self) -> str:
         return (f"deb {self.mirror} {self.suite} main\n"
@@ -273,7 +273,7 @@ def archives(environ: Mapping[str, str] | None = None) -> Archives:
     """The mirror the base is made from (``OPS_LAB_MIRROR``, the host's, deb.debian.org) and
     its security archive: ``OPS_SECURITY_MIRROR``, else the mirror's ``debian-security``."""
     env = os.environ if environ is None else environ
-    mirror = lab.debian_mirror(env).rstrip("/")
+    mirror = rootfs.debian_mirror(env).rstrip("/")
     security = env.get("OPS_SECURITY_MIRROR") or (
         mirror[: -len("/debian")] + "/debian-security" if mirror.endswith("/debian")
         else "http://deb.debian.org/debian-security")
@@ -305,10 +305,10 @@ def _container(client: Any, image: str, script: str, *, keep: bool = False,
                **kwargs: Any) -> Iterator[_Run]:
     """Run ``script`` in a container of ``image`` and wait; the container is removed at the
     end whatever happens (``keep``: only after the caller's block, e.g. a commit)."""
-    APT_LISTS.joinpath(lab.SUITE).mkdir(parents=True, exist_ok=True)
+    APT_LISTS.joinpath(rootfs.SUITE).mkdir(parents=True, exist_ok=True)
     container = client.containers.run(
         image, ["/bin/sh", "-c", script], detach=True,
-        volumes={str(APT_LISTS / lab.SUITE): {"bind": "/var/lib/apt/lists", "mode": "rw"}},
+        volumes={str(APT_LISTS / rootfs.SUITE): {"bind": "/var/lib/apt/lists", "mode": "rw"}},
         **kwargs)
     try:
         try:

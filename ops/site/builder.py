@@ -88,9 +88,9 @@ def ca_bundle_bytes(path: Path | None) -> bytes | None:
 def ensure_image(client: Any, *, ca_bundle: Path | None = None,
                  site_packages: list[str] | None = None, log: Log = _LOG.info) -> str:
     """The builder image's tag, building it (a few minutes, once) unless it exists."""
-    from ops import lab
+    from ops import rootfs
 
-    base = lab.ensure_base_image(client, log=log)
+    base = rootfs.ensure_base_image(client, log=log)
     bundle = ca_bundle_bytes(ca_bundle)
     tag = image_tag(base, bundle, site_packages=site_packages)
     extra = f", with {' '.join(sorted(site_packages))}" if site_packages else ""
@@ -103,7 +103,7 @@ def ensure_image(client: Any, *, ca_bundle: Path | None = None,
 
 def _build_image(client: Any, tag: str, dockerfile: str, files: dict[str, bytes | None],
                  what: str, hint: str, log: Log) -> str:
-    from ops import engine, lab
+    from ops import engine
 
     with engine.errors(f"looking for image {tag}"):
         if engine.get(client.images, tag) is not None:
@@ -122,7 +122,8 @@ def _build_image(client: Any, tag: str, dockerfile: str, files: dict[str, bytes 
     with engine.errors(f"building {tag}"):
         try:
             client.images.build(fileobj=context, custom_context=True, tag=tag, rm=True,
-                                forcerm=True, pull=False, labels={lab.IMAGE_LABEL: "site-builder"})
+                                forcerm=True, pull=False,
+                                labels={engine.IMAGE_LABEL: "site-builder"})
         except Exception as exc:  # BuildError carries the log; keep its last line
             build_log = getattr(exc, "build_log", None) or []
             lines = [str(c.get("stream", c.get("error", ""))).strip() for c in build_log]
@@ -489,7 +490,7 @@ def copy_static(semesters: list[Semester], source: Path, out: Path) -> int:
 
 def _run_jekyll(client: Any, image: str, source: Path, out: Path,
                 baseurl: str | None, inputs: JekyllInputs) -> str:
-    from ops import engine, lab
+    from ops import engine
 
     user = f"{os.getuid()}:{os.getgid()}"
     override = bool(inputs.override())
@@ -512,7 +513,7 @@ def _run_jekyll(client: Any, image: str, source: Path, out: Path,
                 image, argv, user=user, network_disabled=not inputs.network,
                 working_dir="/tmp",
                 volumes=volumes, environment=environment,
-                labels={lab.IMAGE_LABEL: "site-builder"})
+                labels={engine.IMAGE_LABEL: "site-builder"})
         try:
             with engine.errors("running jekyll"):
                 container.start()

@@ -136,13 +136,13 @@ def test_a_new_base_tag_is_a_new_course_image_tag(tmp_path: Path) -> None:
 
 
 def test_the_committed_course_lock_is_for_the_committed_package_list() -> None:
-    from ops import lab
+    from ops import rootfs
     from ops.images import build as build_mod
 
     spec = spec_mod.load()
     assert spec.debian_lock_path is not None
     lock = debian.parse_lock(spec.debian_lock_path)
-    wanted = lab.base_image_tag(spec.base_debootstrap, build_mod.BASE_REPOSITORY,
+    wanted = rootfs.base_image_tag(spec.base_debootstrap, build_mod.BASE_REPOSITORY,
                                 build_mod.BASE_CHANGES)
     debian.check_bootstrap(lock, wanted)
     listed = [ln.split("#")[0].strip() for ln in

@@ -13,7 +13,7 @@ import docker.errors
 import pytest
 import yaml
 
-from ops import engine, lab
+from ops import REPO_ROOT, engine, lab, rootfs
 from ops.errors import EngineError, ExitCode, InputError
 
 PORTS = {"ctl": 32768, "gpu1": 32769, "gpu2": 32770}
@@ -154,7 +154,7 @@ def test_lab_name_read_from_all_yml(tmp_path: Path) -> None:
 
 
 def test_lab_name_of_the_embedded_inventory() -> None:
-    assert lab.lab_name(lab.REPO_ROOT / "inventory" / "lab") == "course-ops-lab"
+    assert lab.lab_name(REPO_ROOT / "inventory" / "lab") == "course-ops-lab"
 
 
 @pytest.mark.parametrize("bad", ['"my lab"', "-lab", "[a, b]", '"{{ x }}"'])
@@ -178,16 +178,16 @@ def test_lab_name_broken_yaml_is_an_input_error(tmp_path: Path) -> None:
 @pytest.fixture
 def image_copy(tmp_path: Path) -> Path:
     copy = tmp_path / "lab-base"
-    shutil.copytree(lab.IMAGE_DIR, copy)
+    shutil.copytree(rootfs.IMAGE_DIR, copy)
     return copy
 
 
 def test_image_tag_shape() -> None:
-    assert re.fullmatch(r"course-ops/lab-base:bookworm-[0-9a-f]{12}", lab.base_image_tag())
+    assert re.fullmatch(r"course-ops/lab-base:bookworm-[0-9a-f]{12}", rootfs.base_image_tag())
 
 
 def test_image_tag_same_content_same_tag(image_copy: Path) -> None:
-    assert lab.base_image_tag(image_copy) == lab.base_image_tag()
+    assert rootfs.base_image_tag(image_copy) == rootfs.base_image_tag()
 
 
 @pytest.mark.parametrize(
@@ -200,32 +200,32 @@ def test_image_tag_same_content_same_tag(image_copy: Path) -> None:
     ],
 )
 def test_image_tag_changes_with_a_file(image_copy: Path, changed: str) -> None:
-    before = lab.base_image_tag(image_copy)
+    before = rootfs.base_image_tag(image_copy)
     with (image_copy / changed).open("a", encoding="utf-8") as handle:
         handle.write("\n# changed\n")
-    assert lab.base_image_tag(image_copy) != before
+    assert rootfs.base_image_tag(image_copy) != before
 
 
 def test_image_tag_changes_with_a_new_config_file(image_copy: Path) -> None:
-    before = lab.base_image_tag(image_copy)
+    before = rootfs.base_image_tag(image_copy)
     (image_copy / "rootfs" / "etc" / "motd").write_text("welcome\n")
-    assert lab.base_image_tag(image_copy) != before
+    assert rootfs.base_image_tag(image_copy) != before
 
 
 def test_image_tag_changes_with_the_import_instructions(
     image_copy: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    before = lab.base_image_tag(image_copy)
-    monkeypatch.setattr(lab, "_IMPORT_CHANGES", (*lab._IMPORT_CHANGES, "ENV X=1"))
-    assert lab.base_image_tag(image_copy) != before
+    before = rootfs.base_image_tag(image_copy)
+    monkeypatch.setattr(rootfs, "_IMPORT_CHANGES", (*rootfs._IMPORT_CHANGES, "ENV X=1"))
+    assert rootfs.base_image_tag(image_copy) != before
 
 
 def test_image_tag_changes_with_a_package(image_copy: Path) -> None:
-    before = lab.base_image_tag(image_copy)
+    before = rootfs.base_image_tag(image_copy)
     with (image_copy / "packages.txt").open("a", encoding="utf-8") as handle:
         handle.write("curl\n")
-    assert "curl" in lab._read_list(image_copy / "packages.txt")
-    assert lab.base_image_tag(image_copy) != before
+    assert "curl" in rootfs._read_list(image_copy / "packages.txt")
+    assert rootfs.base_image_tag(image_copy) != before
 
 
 @pytest.mark.parametrize(
@@ -237,24 +237,24 @@ def test_image_tag_changes_with_a_package(image_copy: Path) -> None:
     ],
 )  # fmt: skip
 def test_image_package_list_has(package: str) -> None:
-    assert package in lab._read_list(lab.IMAGE_DIR / "packages.txt")
+    assert package in rootfs._read_list(rootfs.IMAGE_DIR / "packages.txt")
 
 
 def test_configure_rootfs_applies_overlay_masks_and_drops_host_keys(tmp_path: Path) -> None:
-    rootfs = tmp_path / "rootfs"
+    tree = tmp_path / "tree"
     for directory in ("etc/ssh", "etc/systemd/system", "var/lib/dbus", "var/cache/apt/archives"):
-        (rootfs / directory).mkdir(parents=True)
-    (rootfs / "etc/ssh/ssh_host_ed25519_key").write_text("secret")
-    (rootfs / "etc/machine-id").write_text("0123456789abcdef\n")
-    (rootfs / "var/cache/apt/archives/x.deb").write_text("deb")
-    lab._configure_rootfs(rootfs, lab.IMAGE_DIR)
-    assert not list((rootfs / "etc/ssh").glob("ssh_host_*"))
-    assert (rootfs / "etc/machine-id").read_text() == ""
-    assert not (rootfs / "var/cache/apt/archives/x.deb").exists()
-    conf = rootfs / "etc/ssh/sshd_config.d/10-lab.conf"
+        (tree / directory).mkdir(parents=True)
+    (tree / "etc/ssh/ssh_host_ed25519_key").write_text("secret")
+    (tree / "etc/machine-id").write_text("0123456789abcdef\n")
+    (tree / "var/cache/apt/archives/x.deb").write_text("deb")
+    rootfs._configure_rootfs(tree, rootfs.IMAGE_DIR)
+    assert not list((tree / "etc/ssh").glob("ssh_host_*"))
+    assert (tree / "etc/machine-id").read_text() == ""
+    assert not (tree / "var/cache/apt/archives/x.deb").exists()
+    conf = tree / "etc/ssh/sshd_config.d/10-lab.conf"
     assert "PermitRootLogin prohibit-password" in conf.read_text()
     assert stat.S_IMODE(conf.stat().st_mode) == 0o644
-    masked = rootfs / "etc/systemd/system/getty@tty1.service"
+    masked = tree / "etc/systemd/system/getty@tty1.service"
     assert masked.is_symlink() and str(masked.readlink()) == "/dev/null"
 
 
@@ -263,7 +263,7 @@ def test_configure_rootfs_applies_overlay_masks_and_drops_host_keys(tmp_path: Pa
 
 def test_mirror_from_the_environment(tmp_path: Path) -> None:
     env = {"OPS_LAB_MIRROR": "http://mirror.example/debian"}
-    assert lab.debian_mirror(env, [tmp_path / "none"]) == "http://mirror.example/debian"
+    assert rootfs.debian_mirror(env, [tmp_path / "none"]) == "http://mirror.example/debian"
 
 
 def test_mirror_from_deb822_skips_security(tmp_path: Path) -> None:
@@ -272,7 +272,7 @@ def test_mirror_from_deb822_skips_security(tmp_path: Path) -> None:
         "Types: deb\nURIs: http://deb.debian.org/debian-security\nSuites: bookworm-security\n\n"
         "Types: deb\nURIs: http://ftp.il.debian.org/debian/\nSuites: bookworm\n"
     )
-    assert lab.debian_mirror({}, [sources]) == "http://ftp.il.debian.org/debian"
+    assert rootfs.debian_mirror({}, [sources]) == "http://ftp.il.debian.org/debian"
 
 
 def test_mirror_from_one_line_sources_with_options(tmp_path: Path) -> None:
@@ -281,11 +281,11 @@ def test_mirror_from_one_line_sources_with_options(tmp_path: Path) -> None:
         "# deb http://commented.example/debian bookworm main\n"
         "deb [arch=amd64 signed-by=/k.gpg] http://mirror.example/debian bookworm main\n"
     )
-    assert lab.debian_mirror({}, [tmp_path / "none", sources]) == "http://mirror.example/debian"
+    assert rootfs.debian_mirror({}, [tmp_path / "none", sources]) == "http://mirror.example/debian"
 
 
 def test_mirror_default(tmp_path: Path) -> None:
-    assert lab.debian_mirror({}, [tmp_path / "none"]) == "http://deb.debian.org/debian"
+    assert rootfs.debian_mirror({}, [tmp_path / "none"]) == "http://deb.debian.org/debian"
 
 
 # ------------------------------------------------------------------------- containers

@@ -304,10 +304,12 @@ def run(a: Access, script: str, *args: str, timeout: int, what: str, hint: str =
 
 def pyinfra_data(a: Access) -> dict[str, Any]:
     """pyinfra's host data for ``a``: the alias looked up in the run's ssh_config (its
-    client reads HostName, Port, User, IdentityFile, ProxyJump/ProxyCommand and the
-    host-key policy from there)."""
+    client reads HostName, Port, IdentityFile, ProxyJump/ProxyCommand and the host-key
+    policy from there); the user said here too, where pyinfra's sudo and ops' own
+    operations read it (the config's User is the same)."""
     return {
         "ssh_hostname": a.alias,
+        "ssh_user": a.user,
         "ssh_config_file": str(config_file([a])),
         "ssh_connect_retries": 2,
         "ssh_connect_retry_min_delay": 0.5,

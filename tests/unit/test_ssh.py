@@ -95,7 +95,7 @@ def test_every_tool_gets_the_same_config(jump_inv: inventory.Inventory,
     data = ssh.pyinfra_data(gpu1.reach)
     assert data["ssh_hostname"] == "gpu1"
     assert "ProxyJump login" in Path(data["ssh_config_file"]).read_text()
-    assert not {"ssh_port", "ssh_user", "ssh_key"} & data.keys()
+    assert not {"ssh_port", "ssh_key"} & data.keys() and data["ssh_user"] == "admin"
     # Ansible: ansible.cfg's ssh_args after -F the config of every host
     p = machines.playbook_argv(jump_inv.dir, inv=jump_inv)
     assert p[:4] == ["ansible-playbook", "-i", str(jump_inv.dir / "hosts.yml"),

@@ -457,7 +457,7 @@ def _systemd_state(container: Any) -> str:
     if container.status != "running":
         return "-"
     try:
-        _, output = container.execoutput(["systemctl", "is-system-running"])
+        _, output = container.exec_run(["systemctl", "is-system-running"])
     except docker.errors.APIError as exc:
         _LOG.debug("systemctl in %s: %s", container.name, exc)
         return "unknown"

@@ -14,6 +14,7 @@ from typing import Any
 
 from ops import inventory as inv_mod
 from ops import roles, slurm_usage, ssh
+from ops.accounts import model
 from ops.errors import InputError, OpsError, RemoteError, UsageError
 from ops.inventory import Inventory
 
@@ -104,8 +105,8 @@ def read(inv: Inventory, since: str, until: str) -> dict[str, Any]:
     except slurm_usage.UsageError as exc:
         raise RemoteError(f"{host.name}: {exc}",
                           hint="is Slurm running there? (`ops verify slurm`)") from None
-    course = str(inv.get("accounts_course_group", "course"))
-    staff = str(inv.get("accounts_staff_group", "course-staff"))
+    course = str(inv.get("accounts_course_group", model.COURSE_GROUP))
+    staff = str(inv.get("accounts_staff_group", model.STAFF_GROUP))
     return slurm_usage.report(raw, course, staff, pair_names(inv.dir))
 
 

@@ -30,6 +30,10 @@ from ops.state import (
 )
 
 NOLOGIN_SHELL = "/usr/sbin/nologin"
+#: the groups (and Slurm accounts) of the class and of the staff, unless the inventory
+#: names others (accounts_course_group, accounts_staff_group)
+COURSE_GROUP = "course"
+STAFF_GROUP = "course-staff"
 #: groups that are root-equivalent or privileged; a student is never in one of them
 FORBIDDEN_GROUPS = frozenset(
     {"sudo", "wheel", "admin", "adm", "docker", "root", "lxd", "disk", "shadow", "systemd-journal"}
@@ -100,7 +104,7 @@ class AccountsConfig:
     subid_range: tuple[int, int] = (1_000_000, 1_999_999_999)
     #: the course staff (accounts outside the pairs) and their group
     staff: tuple[StaffMember, ...] = ()
-    staff_group: str = "course-staff"
+    staff_group: str = STAFF_GROUP
     staff_gid: int = 19998
     #: a sync that would lock more students than this stops (None: 10% of the class, >= 5)
     max_leavers: int | None = None
@@ -159,7 +163,7 @@ class AccountsConfig:
             raise bad("accounts_course_gid", "expected a number") from None
         if uid_r[0] <= course_gid <= uid_r[1] or gid_r[0] <= course_gid <= gid_r[1]:
             raise bad("accounts_course_gid", "lies inside one of the id ranges")
-        group = str(v.get("accounts_course_group", "course"))
+        group = str(v.get("accounts_course_group", COURSE_GROUP))
         if not names.POSIX_NAME.match(group) or group in FORBIDDEN_GROUPS:
             raise bad("accounts_course_group", f"{group!r} is not a valid or allowed group name")
         paths = {
@@ -182,7 +186,7 @@ class AccountsConfig:
             if sub_r[0] <= r[1] and r[0] <= sub_r[1]:
                 raise bad("accounts_subid_range", f"overlaps {other}: a student's container "
                           "ids would be real users' or groups' ids")
-        staff_group = str(v.get("accounts_staff_group", "course-staff"))
+        staff_group = str(v.get("accounts_staff_group", STAFF_GROUP))
         if names.why_invalid(staff_group) or staff_group in FORBIDDEN_GROUPS \
                 or staff_group == group:
             raise bad("accounts_staff_group", f"{staff_group!r} is not a valid or allowed "

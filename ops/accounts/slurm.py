@@ -9,6 +9,7 @@ student. Job history stays: removing an association keeps the jobs it ran.
 from __future__ import annotations
 
 from ops.accounts.budgets import Budgets
+from ops.accounts.model import STAFF_GROUP
 from ops.accounts.plan import ADD, CHANGE, REMOVE, Change, HostPlan
 from ops.accounts.snapshot import SlurmSnapshot
 from ops.state import ACTIVE, AccountsState
@@ -55,7 +56,7 @@ def gpu_hours(minutes: int | None) -> str:
 
 
 def plan(host: str, state: AccountsState, course: str, qos: str,
-         snap: SlurmSnapshot, staff_account: str = "course-staff",
+         snap: SlurmSnapshot, staff_account: str = STAFF_GROUP,
          budgets: Budgets | None = None) -> HostPlan:
     """The Slurm changes on the controller ``host``. Staff get one account of their own
     under the course's, outside the pairs' QOS (no per-pair GPU cap) and budgets."""

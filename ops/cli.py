@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import shlex
 import shutil
 import sys
-import tempfile
 import time
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -556,126 +552,16 @@ def provision(opts: Opts, check: bool, diff: bool, limit: str | None, tags: str 
 
     Arguments after `--` go to ansible-playbook unchanged.
     """
-    # First: pyinfra's gevent monkey-patching must precede every import of ssl (requests).
-    from ops.accounts import remote  # noqa: F401  isort: skip
     from ops import inventory as inv_mod
-    from ops import machines
-    from ops.accounts import sync as sync_mod
+    from ops import provision as provision_mod
 
     inv = inv_mod.load(opts.inventory)  # a malformed inventory stops here, before any host
-    ctx = sync_mod.load_context(opts.inventory, roster)
-    if not check:  # a roster that would lock most of the class stops here, before any host
-        sync_mod.guard_leavers(ctx, allow_mass_change)
-    from ops import site as site_mod
-
-    # the website's inputs (website_*, the site's _config.yml) are checked before any host
-    site_wanted = site_mod.provision_wanted(opts.inventory) and not check and not limit \
-        and (not tags or "website" in tags.split(","))
-    recaps: dict[str, machines.Recap] = {}
-    failed_phase = ""
-    clock = _PhaseClock(roles={} if timings or opts.verbose else None)
-    with contextlib.ExitStack() as stack:
-        prebuilt = None
-        if site_wanted:  # a Liquid error or a broken link fails here, before any host
-            opts.say("before phase 1: the course website is built (no host is touched)")
-            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="ops-site-"))
-            with clock("website build"):
-                prebuilt = site_mod.prebuild(opts.inventory, Path(tmp) / "site", log=opts.say)
-        if not skip_machines:
-            opts.say("phase 1/4: machines (ansible-playbook playbooks/site.yml)")
-            from ops import usage
-            from ops.images.commands import image_extra_vars
-
-            page = usage.extra_vars(inv)
-            argv = machines.playbook_argv(opts.inventory, check=check, diff=diff, limit=limit,
-                                          tags=tags, extra=(*image_extra_vars(opts.inventory),
-                                                            *(("-e", json.dumps(page))
-                                                              if page else ()),
-                                                            *extra), verbosity=opts.verbose,
-                                          inv=inv)
-            if opts.verbose:
-                err.print(f"$ {shlex.join(argv)}")
-            with clock("machines (ansible-playbook)"):
-                code, recaps = machines.run_playbook(argv, quiet=opts.quiet,
-                                                     role_times=clock.roles)
-            if code != 0:
-                failed_phase = f"ansible-playbook exited {code}"
-        if prebuilt is not None and not failed_phase:
-            opts.say("phase 2/4: the course website (ops site deploy of that build)")
-            try:
-                with clock("website deploy"):
-                    site_mod.deploy_site(opts.inventory, prebuilt=prebuilt, log=opts.say)
-            except OpsError as exc:
-                failed_phase = f"site deploy: {exc}"
-    plans: dict[str, Any] = {}
-    if not failed_phase:
-        opts.say("phase 3/4: accounts")
-        if check:
-            plans = sync_mod.plan(ctx)[1]
-            if not opts.quiet:
-                _plan_table(plans)
-        else:
-
-            def confirm(p: dict[str, Any]) -> bool:
-                if not opts.quiet:
-                    _plan_table(p)
-                return confirmed(opts, "Apply these changes?")
-
-            with clock("accounts"):
-                plans = sync_mod.sync(ctx, confirm, progress=opts.say,
-                                      allow_mass_change=allow_mass_change)
-    _provision_table(recaps, plans)
-    try:
-        if failed_phase:
-            raise OpsError(f"provision failed: {failed_phase}", hint="see the output above")
-        if check:
-            return
-        opts.say("phase 4/4: verify")
-        with clock("verify"):
-            _verify(opts, None, None, None, roster)
-    finally:
-        if clock.roles is not None:
-            clock.table()
-
-
-@dataclass
-class _PhaseClock:
-    """Seconds per phase of a provision, and per Ansible role when ``roles`` is a dict
-    (``--timings`` or -v): staff see where a run's time goes."""
-    roles: dict[str, float] | None = None
-    phases: dict[str, float] = field(default_factory=dict)
-    started: float = field(default_factory=time.monotonic)
-
-    @contextlib.contextmanager
-    def __call__(self, phase: str):  # noqa: ANN204
-        t0 = time.monotonic()
-        try:
-            yield
-        finally:
-            self.phases[phase] = time.monotonic() - t0
-
-    def table(self) -> None:
-        t = Table("phase / role", "seconds", title="provision timings")
-        for phase, seconds in self.phases.items():
-            t.add_row(phase, f"{seconds:.1f}")
-            if phase.startswith("machines"):
-                for role, secs in sorted((self.roles or {}).items(), key=lambda kv: -kv[1]):
-                    t.add_row(f"  {role}", f"{secs:.1f}")
-        t.add_row("total", f"{time.monotonic() - self.started:.1f}")
-        err.print(t)
-
-
-def _provision_table(recaps: dict[str, Any], plans: dict[str, Any]) -> None:
-    t = Table("host", "ok", "changed", "failed", "unreachable", "accounts", "reboot required",
-              title="provision summary")
-    for host in sorted(set(recaps) | set(plans)):
-        r, p = recaps.get(host), plans.get(host)
-        t.add_row(host, str(r.ok) if r else "-", str(r.changed) if r else "-",
-                  (styled(r.failed, "red") if r.failed else "0") if r else "-",
-                  (styled(r.unreachable, "red") if r.unreachable else "0") if r else "-",
-                  f"{len(p.changes)} change(s)" if p is not None else "-",
-                  styled("yes", "yellow") if r and r.reboot_required else "no")
-    out.print(t)
+    req = provision_mod.Request(opts, inv, check=check, diff=diff, limit=limit, tags=tags,
+                                skip_machines=skip_machines, timings=timings, extra=extra,
+                                roster=roster, allow_mass_change=allow_mass_change)
+    provision_mod.provision(req, show_plan=_plan_table,
+                            verify=lambda: _verify(opts, None, None, None, roster),
+                            confirm=lambda question: confirmed(opts, question))
 
 
 def main() -> None:

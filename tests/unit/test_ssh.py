@@ -191,3 +191,29 @@ def test_the_lab_inventory_checks_host_keys(tmp_path: Path) -> None:
     text = inventory.load(tmp_path).ssh_config()
     assert f"UserKnownHostsFile {lab.known_hosts_path(key)}" in block(text, "gpu1")
     assert "StrictHostKeyChecking yes" in block(text, "gpu1")
+
+
+def test_verify_runs_one_pytest_session_over_the_inventory_config(
+        jump_inv: inventory.Inventory, tmp_path: Path) -> None:
+    from ops import verify
+
+    argv = verify.pytest_argv(jump_inv.dir, ["accounts", "gpu"],
+                              {a: verify.targets(jump_inv, [a]) for a in ("accounts", "gpu")},
+                              tmp_path / "j.xml", None, 0, tmp_path / "ssh_config")
+    assert argv[1:3] == ["-m", "pytest"]
+    assert json.loads(next(a for a in argv if a.startswith("--ops-targets="))
+                      .split("=", 1)[1]) == {
+        "accounts": "ansible://slurm_controller,ansible://gpu_servers",
+        "gpu": "ansible://gpu_servers"}
+    assert f"--ssh-config={tmp_path / 'ssh_config'}" in argv
+    assert f"--ansible-inventory={jump_inv.dir / 'hosts.yml'}" in argv
+    assert "--sudo" in argv  # admin, not root
+
+
+def test_the_provision_phases_are_numbered_in_order() -> None:
+    from ops import provision
+
+    assert [(p.number, p.timed_as) for p in provision.PHASES] == [
+        (None, "website build"), (1, "machines (ansible-playbook)"), (2, "website deploy"),
+        (3, "accounts"), (None, ""), (4, "verify")]
+    assert provision.NUMBERED == 4

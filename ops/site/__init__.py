@@ -12,7 +12,9 @@ equals the live release's is not uploaded ("up to date"). ``ops site rollback`` 
 ``current`` and ``previous``. ``ops site serve`` previews on 127.0.0.1 (ops/site/serve.py).
 ``ops provision`` builds first (:func:`prebuild`), before any host, and deploys that build
 after the machines phase. Settings come from the inventory's ``website_*`` variables, with
-role ``website``'s defaults (roles/website/defaults/main.yml) where unset.
+role ``website``'s defaults (roles/website/defaults/main.yml) where unset. It must not
+configure the web server (nginx, TLS: role ``website``) nor reach a host but through
+ops/ssh.py.
 """
 
 from __future__ import annotations

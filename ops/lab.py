@@ -113,43 +113,31 @@ class NodeStatus:
 
 def lab_name(inventory_dir: Path) -> str:
     """The lab's name: ``lab_name`` in ``group_vars/all.yml``, else ``course-ops-lab``."""
+    from ops.inventory import compose_yaml, node_value
+
     path = Path(inventory_dir) / "group_vars" / "all.yml"
     try:
-        text = path.read_text(encoding="utf-8")
+        root = compose_yaml(path, problem="not valid YAML")
     except FileNotFoundError:
         return DEFAULT_LAB_NAME
     except OSError as exc:
         raise InputError(path, None, f"cannot read: {exc.strerror}") from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None) or "not valid YAML"
-        raise InputError(
-            path, mark.line + 1 if mark else None, f"not valid YAML: {problem}"
-        ) from exc
-    if data is None:
+    if root is None or getattr(root, "tag", "").endswith(":null"):
         return DEFAULT_LAB_NAME
-    if not isinstance(data, dict):
+    if not isinstance(root, yaml.MappingNode):
         raise InputError(path, None, "expected a mapping of variables")
-    value = data.get("lab_name")
+    node = next((v for k, v in root.value if getattr(k, "value", None) == "lab_name"), None)
+    value = node_value(node, path) if node is not None else None
     if value is None:
         return DEFAULT_LAB_NAME
     if not isinstance(value, str) or not _NAME_RE.fullmatch(value):
         raise InputError(
             path,
-            _line_of(text, "lab_name"),
+            node.start_mark.line + 1 if node is not None else None,
             f"lab_name {value!r} cannot name containers",
             hint="use 1-50 letters, digits, '.', '_' or '-', starting with a letter or digit",
         )
     return value
-
-
-def _line_of(text: str, key: str) -> int | None:
-    for number, line in enumerate(text.splitlines(), start=1):
-        if line.startswith(f"{key}:"):
-            return number
-    return None
 
 
 def key_path(inventory_dir: Path) -> Path:

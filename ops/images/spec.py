@@ -23,6 +23,7 @@ import yaml
 from packaging.requirements import InvalidRequirement, Requirement
 
 from ops import REPO_ROOT
+from ops import inventory as inv_mod
 from ops.errors import InputError, InputErrors
 
 COURSE_DIR = REPO_ROOT / "images" / "course"
@@ -146,18 +147,10 @@ def load(directory: Path = COURSE_DIR) -> ImageSpec:
     """Read ``image.yml``; every problem is reported with its line."""
     path = Path(directory) / "image.yml"
     try:
-        text = path.read_text(encoding="utf-8")
+        root = inv_mod.compose_yaml(path, problem="not valid YAML")
     except OSError as exc:
         raise InputError(path, None, f"cannot read: {exc.strerror}") from exc
-    try:
-        root = yaml.compose(text)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise InputError(
-            path, mark.line + 1 if mark else None,
-            f"not valid YAML: {getattr(exc, 'problem', None) or exc}",
-        ) from exc
+    data = inv_mod.node_value(root, path) if root is not None else None
     if not isinstance(data, dict):
         raise InputError(path, 1, "expected a mapping (repository, python, variants, ...)")
     problems: list[tuple[int | None, str]] = []

@@ -28,7 +28,7 @@ import socket
 import subprocess
 import tarfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,13 +38,12 @@ import docker.errors
 import yaml
 from docker.models.containers import _create_container_args
 
-from ops import engine, rootfs, tls
+from ops import Log, engine, rootfs, tls
 from ops.errors import InputError, OpsError, RemoteError
 from ops.run import last_line, output, tool
 
 _LOG = logging.getLogger(__name__)
 
-Log = Callable[[str], None]
 
 DEFAULT_LAB_NAME = "course-ops-lab"
 

@@ -17,16 +17,15 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ops import REPO_ROOT, engine
+from ops import REPO_ROOT, Log, engine
 from ops.errors import EngineError, OpsError
 from ops.run import last_line, tool
 
 _LOG = logging.getLogger(__name__)
-Log = Callable[[str], None]
 
 #: Where the base image's package list, masked units and rootfs overlay live.
 IMAGE_DIR = REPO_ROOT / "images" / "lab-base"

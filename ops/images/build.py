@@ -18,7 +18,7 @@ from typing import Any
 import docker.errors
 import requests.exceptions
 
-from ops import REPO_ROOT, __version__, rootfs
+from ops import REPO_ROOT, Log, __version__, rootfs
 from ops.errors import OpsError
 from ops.images import debian
 from ops.images import spec as spec_mod
@@ -26,7 +26,6 @@ from ops.images import wheelhouse as wh
 from ops.images.spec import ImageSpec, Lock, Variant
 
 _LOG = logging.getLogger(__name__)
-Log = Callable[[str], None]
 
 BASE_REPOSITORY = "course-ops/course-base"
 #: Where a build without a wheelhouse keeps the wheels it builds from source (PyPI has none).

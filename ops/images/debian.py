@@ -27,7 +27,7 @@ import logging
 import os
 import re
 import shlex
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,11 +35,10 @@ from typing import Any
 import docker.errors
 import requests.exceptions
 
-from ops import rootfs
+from ops import Log, rootfs
 from ops.errors import InputError, InputErrors, OpsError
 
 _LOG = logging.getLogger(__name__)
-Log = Callable[[str], None]
 
 LOCK_NAME = "packages.lock"
 #: Where the throwaway containers keep apt's package lists between runs (a warm check).

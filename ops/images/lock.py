@@ -22,16 +22,16 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
+from ops import Log
 from ops.errors import OpsError
 from ops.images import spec as spec_mod
 from ops.images import wheelhouse as wh
 from ops.images.spec import ImageSpec, Locked, Variant
 
 _LOG = logging.getLogger(__name__)
-Log = Callable[[str], None]
 
 SOURCES_HEADER = (
     "# The sdists of image.yml's from_source projects and the build tools that turn them\n"

@@ -27,14 +27,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
-from ops import REPO_ROOT
+from ops import REPO_ROOT, Log
 from ops.errors import OpsError
 from ops.images import debian
 from ops.images import lock as lock_mod
@@ -42,7 +42,6 @@ from ops.images import spec as spec_mod
 from ops.images.spec import ImageSpec, Variant
 
 _LOG = logging.getLogger(__name__)
-Log = Callable[[str], None]
 
 SCHEMA = Path(__file__).with_name("outdated.schema.json")
 SCHEMA_VERSION = 1

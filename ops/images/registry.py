@@ -17,19 +17,17 @@ import secrets
 import string
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import requests
 
+from ops import Log, ssh
 from ops import inventory as inv_mod
-from ops import ssh
 from ops.errors import InputError, OpsError, RemoteError
 
 _LOG = logging.getLogger(__name__)
-Log = Callable[[str], None]
 DEFAULT_PORT = 5000
 #: What a manifest may be: Docker's or OCI's, a single image or an index of them.
 MANIFEST_TYPES = ", ".join((

@@ -10,7 +10,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,10 +18,10 @@ import docker.errors
 import docker.types
 import requests
 
+from ops import Log
 from ops.errors import OpsError
 
 _LOG = logging.getLogger(__name__)
-Log = Callable[[str], None]
 JUPYTER_TIMEOUT = 90.0
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ops import Log
 from ops.errors import OpsError
 from ops.images import debian
 from ops.images import outdated as od
@@ -23,7 +24,6 @@ from ops.images import spec as spec_mod
 from ops.images.spec import ImageSpec, Variant
 
 _LOG = logging.getLogger(__name__)
-Log = Callable[[str], None]
 
 
 @dataclass(frozen=True)

@@ -28,17 +28,17 @@ import tarfile
 import tempfile
 import threading
 import zipfile
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 
 from packaging.tags import Tag, compatible_tags, cpython_tags
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
+from ops import Log
 from ops.errors import OpsError
 from ops.images.spec import Lock, Locked, SourceBuilds, normalize
 
 _LOG = logging.getLogger(__name__)
-Log = Callable[[str], None]
 
 #: A fixed port keeps the build arguments, and so Docker's layer cache, the same
 #: from one build to the next; another free port is used when it is taken.

@@ -24,20 +24,18 @@ import logging
 import re
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from ops import REPO_ROOT
+from ops import REPO_ROOT, Log
 from ops import inventory as inv_mod
 from ops.errors import InputError, OpsError, UsageError
 from ops.site import builder, deploy, links, plugins, releases, source, themes
 
 _LOG = logging.getLogger(__name__)
-Log = Callable[[str], None]
 ROLE_DEFAULTS = REPO_ROOT / "roles" / "website" / "defaults" / "main.yml"
 SEMESTER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,39}$")
 #: what website_root must not hold (role website asserts the same before templating nginx)

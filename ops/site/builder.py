@@ -28,21 +28,19 @@ import shutil
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import jinja2
 
-from ops import REPO_ROOT
+from ops import REPO_ROOT, Log
 from ops.errors import InputError, OpsError, UsageError
 from ops.site.releases import BUILD_MARKER
 from ops.site.source import Semester
 from ops.site.themes import Theme
 
 _LOG = logging.getLogger(__name__)
-Log = Callable[[str], None]
 IMAGE_DIR = REPO_ROOT / "images" / "site-builder"
 IMAGE_REPOSITORY = "course-ops/site-builder"
 BUILD_TIMEOUT = 300

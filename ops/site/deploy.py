@@ -35,7 +35,6 @@ import secrets
 import shlex
 import shutil
 import subprocess
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,7 +44,6 @@ from ops.inventory import Host
 from ops.site.releases import BUILD_MARKER, MARKER, RELEASE_RE
 
 _LOG = logging.getLogger(__name__)
-Log = Callable[[str], None]
 SSH_TIMEOUT = 120
 #: an rsync of a release: a whole big site the first time
 RSYNC_TIMEOUT = 1800

@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from ops import Log
 from ops.errors import OpsError
 from ops.site.source import snapshot
 
 _LOG = logging.getLogger(__name__)
-Log = Callable[[str], None]
 def changed(before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]]) -> list[str]:
     """The files added, removed or modified, sorted."""
     return sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))

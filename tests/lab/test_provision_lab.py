@@ -116,9 +116,10 @@ def test_a_second_provision_through_a_jump_host_repairs_a_hand_edit_and_nothing_
         known.write_text(good)
 
 
-def test_check_mode_reports_no_change(provisioned_lab: Path) -> None:
+def test_check_mode_reports_no_change(jump_lab: Path) -> None:
+    """After the repair above, through the jump host too: the lab has converged."""
     before = docker_exec("gpu1", "stat", "-c", "%Y", "/etc/motd", "/etc/docker/daemon.json")
-    p = ops(provisioned_lab, "provision", "--check", "--diff")
+    p = ops(jump_lab, "provision", "--check", "--diff")
     r = recaps(p)
     assert {h: x.changed for h, x in r.items()} == {h: 0 for h in NODES}
     assert docker_exec("gpu1", "stat", "-c", "%Y", "/etc/motd",

@@ -28,15 +28,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ops import REPO_ROOT, Log
 from ops import inventory as inv_mod
 from ops.errors import InputError, OpsError, UsageError
 from ops.site import builder, deploy, links, plugins, releases, source, themes
 
 _LOG = logging.getLogger(__name__)
-ROLE_DEFAULTS = REPO_ROOT / "roles" / "website" / "defaults" / "main.yml"
 SEMESTER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,39}$")
 #: what website_root must not hold (role website asserts the same before templating nginx)
 ROOT_BAD = re.compile(r"[\s;{}]")
@@ -232,7 +229,10 @@ def check_links(out: Path, base: str, cfg: source.SiteConfig, opts: Options, *,
 
 
 def role_defaults() -> dict[str, Any]:
-    return yaml.safe_load(ROLE_DEFAULTS.read_text(encoding="utf-8")) or {}
+    """Role ``website``'s defaults, read as every role's are (ops/roles.py)."""
+    from ops import roles
+
+    return dict(roles.defaults("website"))
 
 
 def _var_line(inventory_dir: Path, key: str) -> tuple[Path, int | None]:

@@ -172,7 +172,7 @@ def test_a_spent_budget_holds_the_next_gpu_job_until_it_is_raised(
                       "format=user,grptresmins").splitlines()
     assert f"|gres/gpu={budget}" in row
     # the running job fits (3 GPU-minutes of time limit) and is never killed
-    first = sbatch(s1, acct, "--gres=gpu:1", "-t", "3", "--wrap", "sleep 70")
+    first = sbatch(s1, acct, "--gres=gpu:1", "-t", "3", "--wrap", "sleep 62")  # > 1 minute
 
     def first_runs() -> bool:
         info = job(first)

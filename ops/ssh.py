@@ -159,7 +159,9 @@ def access(name: str, hostvars: Mapping[str, Any], where: str) -> Access:
         # -p/-l/-i in the arguments win over ansible_port/_user/_key, as on ssh's command
         # line; anything else is carried as it is
         if low == "port":
-            fields["port"] = int(value) if value.isdigit() else fields["port"]
+            if not value.isdigit():
+                raise ValueError(f"{said}: Port {value!r} is not a port number")
+            fields["port"] = int(value)
         elif low == "user":
             fields["user"] = value
         elif low == "identityfile":
@@ -302,7 +304,7 @@ def run(a: Access, script: str, *args: str, timeout: int, what: str, hint: str =
     return done.stdout
 
 
-def pyinfra_data(a: Access) -> dict[str, Any]:
+def pyinfra_data(a: Access, config: Path) -> dict[str, Any]:
     """pyinfra's host data for ``a``: the alias looked up in the run's ssh_config (its
     client reads HostName, Port, IdentityFile, ProxyJump/ProxyCommand and the host-key
     policy from there); the user said here too, where pyinfra's sudo and ops' own
@@ -310,7 +312,7 @@ def pyinfra_data(a: Access) -> dict[str, Any]:
     return {
         "ssh_hostname": a.alias,
         "ssh_user": a.user,
-        "ssh_config_file": str(config_file([a])),
+        "ssh_config_file": str(config),
         "ssh_connect_retries": 2,
         "ssh_connect_retry_min_delay": 0.5,
         "ssh_connect_retry_max_delay": 2,

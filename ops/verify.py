@@ -80,6 +80,7 @@ def pytest_argv(
     verbosity: int,
     ssh_config: Path,
     expect_gpus: int | None = None,
+    inv: inv_mod.Inventory | None = None,
 ) -> list[str]:
     inventory_dir = inventory_dir.resolve()
     argv = [
@@ -104,7 +105,7 @@ def pytest_argv(
     ]
     if (inventory_dir / "hosts.yml").is_file():
         argv.append(f"--ansible-inventory={inventory_dir / 'hosts.yml'}")
-        inv = inv_mod.load(inventory_dir)
+        inv = inv or inv_mod.load(inventory_dir)
         local = all(h.startswith("local://") for h in
                     ([hosts] if isinstance(hosts, str) else hosts.values()))
         if not local and any(h.user != "root"
@@ -159,7 +160,7 @@ def verify(inventory_dir: Path, area: str | None, hosts: str | None, junit: Path
                 inv = inv or inv_mod.load(inventory_dir)
                 spec_hosts = {a: targets(inv, [a]) for a in areas}
             code = run(pytest_argv(inventory_dir, areas, spec_hosts, out, roster, verbosity,
-                                   ssh_config, expect_gpus), cwd=REPO_ROOT)
+                                   ssh_config, expect_gpus, inv), cwd=REPO_ROOT)
         merged = report.merge([out] if out.is_file() else [])
         if junit:
             junit = junit.resolve()

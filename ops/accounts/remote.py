@@ -38,9 +38,8 @@ def connected(hosts: Iterable[Host]) -> Iterator[State]:
     """A pyinfra State connected to ``hosts``; every host must answer."""
     hosts = list(hosts)
     # one ssh_config for all (ops.ssh): pyinfra follows a jump host only from there
-    ssh_config = str(ssh.config_file([h.reach for h in hosts]))
-    names: list[Any] = [(h.name, {**ssh.pyinfra_data(h.reach), "ssh_config_file": ssh_config})
-                        for h in hosts]
+    ssh_config = ssh.config_file([h.reach for h in hosts])
+    names: list[Any] = [(h.name, ssh.pyinfra_data(h.reach, ssh_config)) for h in hosts]
     sudo = any(h.user != "root" for h in hosts)
     inventory = Inventory((names, {}))
     config = Config(SUDO=sudo, PARALLEL=max(1, len(hosts)), FAIL_PERCENT=0, CONNECT_TIMEOUT=15)

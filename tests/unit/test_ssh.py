@@ -92,7 +92,7 @@ def test_every_tool_gets_the_same_config(jump_inv: inventory.Inventory,
     assert shlex.split(r[r.index("-e") + 1])[:2] == ["ssh", "-F"]
     assert r[-1] == "www:/srv/w/releases/.x/"
     # pyinfra: the alias looked up in the config (its client follows ProxyJump from there)
-    data = ssh.pyinfra_data(gpu1.reach)
+    data = ssh.pyinfra_data(gpu1.reach, ssh.config_file([gpu1.reach]))
     assert data["ssh_hostname"] == "gpu1"
     assert "ProxyJump login" in Path(data["ssh_config_file"]).read_text()
     assert not {"ssh_port", "ssh_key"} & data.keys() and data["ssh_user"] == "admin"
@@ -144,6 +144,7 @@ def test_ansible_ssh_args_are_read_as_ssh_would(args: str, parsed: list) -> None
     ("-o StrictHostKeyChecking=off", "turns host-key checking off"),
     ("-X", "ssh flag '-X' is not one ops can carry"),
     ("-o ControlPath=/tmp/x", "ControlPath is set by ops itself"),
+    ("-p twentytwo", "Port 'twentytwo' is not a port number"),
     ("-o", "-o without an option"),
     ("-o 'ProxyJump", "cannot be split"),
 ])

@@ -40,7 +40,7 @@ from docker.models.containers import _create_container_args
 
 from ops import Log, engine, rootfs, tls
 from ops.errors import InputError, OpsError, RemoteError
-from ops.run import last_line, output, tool
+from ops.run import capture, last_line, output, tool
 
 _LOG = logging.getLogger(__name__)
 
@@ -489,16 +489,10 @@ def ssh_argv(key: Path, port: int, *command: str) -> list[str]:
 def _ssh_error(key: Path, port: int) -> str | None:
     """None when ``ssh ... true`` works, else why not."""
     try:
-        done = subprocess.run(
-            ssh_argv(key, port, "true"),
-            capture_output=True,
-            text=True,
-            timeout=_SSH_TIMEOUT,
-            stdin=subprocess.DEVNULL,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        return f"ssh did not finish in {_SSH_TIMEOUT} s"
+        done = capture(ssh_argv(key, port, "true"), what="ssh", timeout=_SSH_TIMEOUT,
+                       stdin=subprocess.DEVNULL, level=logging.DEBUG)
+    except OpsError as exc:
+        return exc.message
     return None if done.returncode == 0 else last_line(done.stderr)
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ops import REPO_ROOT, ssh
 from ops import inventory as inv_mod
-from ops.errors import OpsError
+from ops import run as run_mod
 
 log = logging.getLogger(__name__)
 PLAYBOOKS = REPO_ROOT / "playbooks"
@@ -125,15 +125,9 @@ def run_playbook(argv: list[str], *, quiet: bool = False,
         env["ANSIBLE_CALLBACKS_ENABLED"] = ",".join(
             c for c in (enabled, "ansible.posix.profile_roles") if c)
         env["PROFILE_ROLES_SUMMARY_ONLY"] = "true"
-    log.info("$ %s", shlex.join(argv))
     lines: list[str] = []
-    try:
-        proc = subprocess.Popen(argv, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, bufsize=1)
-    except FileNotFoundError:
-        raise OpsError("ansible-playbook is not installed",
-                       hint="install course-ops with its dependencies: pip install -e .") \
-            from None
+    proc = run_mod.start(argv, cwd=REPO_ROOT, env=env, stderr=subprocess.STDOUT, text=True,
+                         bufsize=1)
     assert proc.stdout is not None
     for line in proc.stdout:
         lines.append(line)

@@ -14,7 +14,6 @@ import logging
 import os
 import re
 import shutil
-import subprocess
 import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -23,7 +22,7 @@ from typing import Any
 
 from ops import REPO_ROOT, Log, engine
 from ops.errors import EngineError, OpsError
-from ops.run import last_line, tool
+from ops.run import capture, last_line, start, tool
 
 _LOG = logging.getLogger(__name__)
 
@@ -173,22 +172,9 @@ def _debootstrap(debootstrap: str, rootfs: Path, packages: list[str], mirror: st
         "DEBIAN_FRONTEND": "noninteractive",
         "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
     }
-    _LOG.debug("running %s", argv)
-    try:
-        done = subprocess.run(
-            argv,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=env,
-            timeout=_DEBOOTSTRAP_TIMEOUT,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise OpsError(
-            f"debootstrap did not finish in {_DEBOOTSTRAP_TIMEOUT} s",
-            hint=f"is {mirror} reachable? set OPS_LAB_MIRROR to a closer Debian mirror",
-        ) from exc
+    done = capture(argv, what="debootstrap", env=env, timeout=_DEBOOTSTRAP_TIMEOUT, merge=True,
+                   hint=f"is {mirror} reachable? set OPS_LAB_MIRROR to a closer Debian mirror",
+                   level=logging.DEBUG)
     for line in done.stdout.splitlines():
         _LOG.debug("debootstrap: %s", line)
     if done.returncode:
@@ -240,10 +226,9 @@ def _chown_root(path: Path) -> None:
 def _import_rootfs(client: Any, rootfs: Path, tag: str, changes: Sequence[str]) -> None:
     repository, _, version = tag.rpartition(":")
     argv = [tool("tar", "tar"), "--numeric-owner", "--xattrs", "-C", str(rootfs), "-c", "."]
-    _LOG.debug("running %s | docker import", argv)
     with (
         tempfile.TemporaryFile() as errors,
-        subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=errors) as tar,
+        start(argv, stderr=errors, level=logging.DEBUG) as tar,
     ):
         stream = tar.stdout
         assert stream is not None
@@ -277,4 +262,5 @@ def _unmount_below(path: Path) -> None:
     points = [m.split()[1] for m in mounts if len(m.split()) > 1]
     for point in sorted((p for p in points if p.startswith(prefix)), reverse=True):
         _LOG.debug("unmounting %s", point)
-        subprocess.run(["umount", "-l", point], check=False, capture_output=True, timeout=30)
+        capture(["umount", "-l", point], what=f"umount {point}", timeout=30,
+                level=logging.DEBUG)

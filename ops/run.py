@@ -1,5 +1,8 @@
-"""Subprocess wrappers: argv lists, shell=False, explicit env, streamed or captured output;
-where a tool is missing, the package that has it."""
+"""Every tool course-ops runs on this machine goes through here: argv lists, shell=False,
+the command logged, a missing tool or a timeout said in one line (with the package that has
+the tool), output streamed or captured. The callers read the exit code: what a failure
+means is theirs to say. (``ops/slurm_usage.py`` is the one exception: it is installed on
+the controller as a standalone script and imports nothing of ours.)"""
 
 from __future__ import annotations
 
@@ -10,10 +13,27 @@ import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import IO, Any
 
 from ops.errors import EngineError, OpsError
 
 log = logging.getLogger(__name__)
+
+#: the package that has a tool, for the "is not installed" hint
+PACKAGES = {"ssh": "openssh-client", "rsync": "rsync", "git": "git", "openssl": "openssl",
+            "debootstrap": "debootstrap", "tar": "tar", "umount": "mount"}
+_PIP_HINT = "install course-ops with its dependencies: pip install -e ."
+
+
+def _missing(argv: Sequence[str], error: type[OpsError]) -> OpsError:
+    name = Path(argv[0]).name
+    package = PACKAGES.get(name)
+    return error(f"{name} is not installed",
+                 hint=f"apt-get install {package}" if package else _PIP_HINT)
+
+
+def _shown(argv: Sequence[str], shown: Sequence[str] | None) -> str:
+    return shlex.join(shown if shown is not None else argv)
 
 
 def run(
@@ -25,10 +45,45 @@ def run(
     try:
         return subprocess.call(list(argv), cwd=cwd, env=full_env)
     except FileNotFoundError:
-        raise OpsError(
-            f"{argv[0]} is not installed",
-            hint="install course-ops with its dependencies: pip install -e .",
-        ) from None
+        raise _missing(argv, OpsError) from None
+
+
+def capture(argv: Sequence[str], *, what: str, timeout: float | None = None,
+            text: bool = True, input: str | bytes | None = None,
+            cwd: Path | str | None = None, env: Mapping[str, str] | None = None,
+            stdin: int | None = None, merge: bool = False, umask: int = -1,
+            error: type[OpsError] = OpsError, hint: str = "",
+            shown: Sequence[str] | None = None, level: int = logging.INFO
+            ) -> subprocess.CompletedProcess[Any]:
+    """Run a tool and return what it printed and its exit code (not checked here).
+
+    ``what`` names the step in the timeout's message ("WHAT did not finish in N s");
+    ``error`` is the OpsError class raised for that and for a missing tool; ``shown`` is
+    the argv logged in place of ``argv`` (a script argument abbreviated); ``merge`` sends
+    stderr into stdout."""
+    log.log(level, "$ %s", _shown(argv, shown))
+    try:
+        return subprocess.run(
+            list(argv), input=input, text=text, cwd=cwd,
+            env=dict(env) if env is not None else None,
+            stdin=stdin if input is None else None, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT if merge else subprocess.PIPE,
+            timeout=timeout, umask=umask, check=False)
+    except FileNotFoundError:
+        raise _missing(argv, error) from None
+    except subprocess.TimeoutExpired:
+        raise error(f"{what} did not finish in {timeout:g} s", hint=hint) from None
+
+
+def start(argv: Sequence[str], *, stdout: int | IO[Any] | None = subprocess.PIPE,
+          stderr: int | IO[Any] | None = None, level: int = logging.INFO,
+          **kw: Any) -> subprocess.Popen[Any]:
+    """A tool started with its output read as it comes (a playbook's lines, a tar stream)."""
+    log.log(level, "$ %s", shlex.join(argv))
+    try:
+        return subprocess.Popen(list(argv), stdout=stdout, stderr=stderr, **kw)
+    except FileNotFoundError:
+        raise _missing(argv, OpsError) from None
 
 
 def tool(name: str, package: str) -> str:
@@ -41,13 +96,8 @@ def tool(name: str, package: str) -> str:
 
 
 def output(argv: Sequence[str], *, timeout: float = 60) -> str:
-    log.debug("running %s", argv)
-    try:
-        done = subprocess.run(
-            list(argv), capture_output=True, text=True, timeout=timeout, check=False
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise OpsError(f"`{argv[0]}` did not finish in {timeout:.0f} s") from exc
+    """What a tool prints; its failure is an OpsError with its last line."""
+    done = capture(argv, what=f"`{argv[0]}`", timeout=timeout, level=logging.DEBUG)
     if done.returncode:
         raise OpsError(f"`{' '.join(argv)}` failed: {last_line(done.stderr or done.stdout)}")
     return done.stdout

@@ -20,16 +20,17 @@ from __future__ import annotations
 
 import atexit
 import hashlib
+import logging
 import os
 import shlex
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ops import run as run_mod
 from ops.errors import RemoteError
 
 #: ssh's one-letter flags that ops understands in the inventory's ssh arguments, as the
@@ -290,14 +291,10 @@ def argv(a: Access, script: str, *args: str) -> list[str]:
 def run(a: Access, script: str, *args: str, timeout: int, what: str, hint: str = "") -> str:
     """What ``sh -c SCRIPT sh ARGS...`` prints on ``a``; no answer in ``timeout`` seconds or
     a failure is a RemoteError: "HOST: WHAT failed: (ssh's or the script's last line)"."""
-    try:
-        done = subprocess.run(argv(a, script, *args), capture_output=True, text=True,
-                              timeout=timeout, check=False)
-    except FileNotFoundError:
-        raise RemoteError("the ssh client is not installed",
-                          hint="apt-get install openssh-client") from None
-    except subprocess.TimeoutExpired:
-        raise RemoteError(f"{a.alias}: {what} did not finish in {timeout} s") from None
+    full = argv(a, script, *args)
+    done = run_mod.capture(full, what=f"{a.alias}: {what}", timeout=timeout, error=RemoteError,
+                           shown=[*full[:-1], "<script>", *args],
+                           level=logging.DEBUG)
     if done.returncode:
         last = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
         raise RemoteError(f"{a.alias}: {what} failed: {last}", hint=hint)

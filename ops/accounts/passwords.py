@@ -7,27 +7,22 @@ only ever see the SHA-512 crypt hash; no password is logged.
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
-import subprocess
 from pathlib import Path
 
+from ops import run as run_mod
 from ops.errors import OpsError
+from ops.run import last_line
 
 
 def crypt_sha512(password: str) -> str:
-    try:
-        p = subprocess.run(
-            ["openssl", "passwd", "-6", "-stdin"],
-            input=password,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-    except (OSError, subprocess.CalledProcessError) as exc:
-        raise OpsError(
-            f"cannot hash a password with openssl: {exc}", hint="install openssl"
-        ) from None
+    p = run_mod.capture(["openssl", "passwd", "-6", "-stdin"], what="openssl passwd",
+                        input=password, timeout=30, level=logging.DEBUG)
+    if p.returncode:
+        raise OpsError(f"cannot hash a password with openssl: {last_line(p.stderr)}",
+                       hint="is openssl installed and working? `openssl passwd -6 -stdin`")
     return p.stdout.strip()
 
 

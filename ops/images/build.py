@@ -7,7 +7,6 @@ import io
 import json
 import logging
 import re
-import subprocess
 import tarfile
 import time
 from collections.abc import Callable, Iterable
@@ -19,6 +18,7 @@ import docker.errors
 import requests.exceptions
 
 from ops import REPO_ROOT, Log, __version__, rootfs
+from ops import run as run_mod
 from ops.errors import OpsError
 from ops.images import debian
 from ops.images import spec as spec_mod
@@ -139,10 +139,11 @@ def _context_tar(files: dict[str, bytes]) -> io.BytesIO:
 
 def _git(*args: str) -> str:
     try:
-        return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True,
-                              check=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
+        done = run_mod.capture(["git", *args], what="git", cwd=REPO_ROOT, timeout=10,
+                               level=logging.DEBUG)
+    except OpsError:  # no git here, or it hangs: the labels say so by being empty
         return ""
+    return done.stdout.strip() if done.returncode == 0 else ""
 
 
 def labels(p: Prepared) -> dict[str, str]:

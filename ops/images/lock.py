@@ -19,13 +19,13 @@ import logging
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from ops import Log
+from ops import run as run_mod
 from ops.errors import OpsError
 from ops.images import spec as spec_mod
 from ops.images import wheelhouse as wh
@@ -72,8 +72,7 @@ def index_args(index_url: str | None) -> list[str]:
 
 
 def _compile(cmd: list[str], what: str) -> None:
-    _LOG.info("$ %s", " ".join(cmd))
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False, env=_env())
+    done = run_mod.capture(cmd, what=f"uv resolving {what}", env=_env())
     if done.returncode:
         lines = [ln for ln in done.stderr.splitlines() if ln.strip()]
         raise OpsError(f"uv could not resolve {what}: "

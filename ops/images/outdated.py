@@ -24,7 +24,6 @@ import logging
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -35,6 +34,7 @@ from typing import Any
 from packaging.version import InvalidVersion, Version
 
 from ops import REPO_ROOT, Log
+from ops import run as run_mod
 from ops.errors import OpsError
 from ops.images import debian
 from ops.images import lock as lock_mod
@@ -195,9 +195,8 @@ def _uv_versions(spec: ImageSpec, requirements: str, *, no_deps: bool,
         for d in find_links:
             cmd += ["--find-links", str(d)]
         cmd += lock_mod.index_args(index_url)
-        _LOG.info("$ %s", " ".join(cmd))
-        done = subprocess.run(cmd, capture_output=True, text=True, check=False,
-                              env={**os.environ, "UV_NO_PROGRESS": "1"})
+        done = run_mod.capture(cmd, what=f"uv resolving {what}",
+                               env={**os.environ, "UV_NO_PROGRESS": "1"})
         if done.returncode:
             lines = [ln for ln in done.stderr.splitlines() if ln.strip()]
             raise OpsError(f"uv could not resolve {what}: "
@@ -348,12 +347,10 @@ def audit(lock_path: Path, *, timeout: int = 600,
         argv = [tool, "--requirement", str(lock_path), "--no-deps", "--disable-pip",
                 "--format", "json", "--vulnerability-service", "pypi",
                 "--progress-spinner", "off", "--output", str(out)]
-        _LOG.info("$ %s", " ".join(argv))
         try:
-            done = subprocess.run(argv, capture_output=True, text=True, check=False,
-                                  timeout=timeout, env=env)
-        except subprocess.TimeoutExpired:
-            return Audit(unavailable=f"pip-audit gave no answer in {timeout} s")
+            done = run_mod.capture(argv, what="pip-audit", timeout=timeout, env=env)
+        except OpsError as exc:  # no answer in time: the rest goes on without it
+            return Audit(unavailable=exc.message)
         try:
             data = json.loads(out.read_text())
         except (OSError, ValueError):

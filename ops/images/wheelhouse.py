@@ -22,7 +22,6 @@ import json
 import logging
 import os
 import shutil
-import subprocess
 import sys
 import tarfile
 import tempfile
@@ -35,6 +34,7 @@ from packaging.tags import Tag, compatible_tags, cpython_tags
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
 from ops import Log
+from ops import run as run_mod
 from ops.errors import OpsError
 from ops.images.spec import Lock, Locked, SourceBuilds, normalize
 
@@ -120,8 +120,7 @@ def missing(directory: Path, lock: Lock, python: str, platform: str) -> list[Loc
 
 
 def _pip(argv: list[str], what: str) -> None:
-    _LOG.info("$ %s", " ".join(argv))
-    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    done = run_mod.capture(argv, what=what)
     if done.returncode:
         lines = [ln for ln in done.stderr.splitlines() if ln.strip()
                  and not ln.startswith("WARNING: Location")]
@@ -227,9 +226,9 @@ def build_wheel(sdist: Path, tools: Path, out: Path) -> Path:
                "PYTHONHASHSEED": "0", "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH,
                "PYTHONDONTWRITEBYTECODE": "1", "HOME": tmp, "TMPDIR": tmp}
         argv = [sys.executable, "-S", "-c", _BUILD, str(dist)]
-        _LOG.info("$ (in %s) python -S -c <build_wheel> %s", tree, dist)
-        done = subprocess.run(argv, cwd=tree, env=env, capture_output=True, text=True,
-                              check=False, umask=0o022, timeout=600)
+        done = run_mod.capture(argv, what=f"building a wheel from {sdist.name}", cwd=tree,
+                               env=env, umask=0o022, timeout=600,
+                               shown=["python", "-S", "-c", "<build_wheel>", str(dist)])
         if done.returncode:
             lines = [ln for ln in (done.stderr or done.stdout).splitlines() if ln.strip()]
             raise OpsError(f"building a wheel from {sdist.name} failed: "

@@ -38,6 +38,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ops import run as run_mod
 from ops import ssh
 from ops.errors import OpsError, RemoteError
 from ops.inventory import Host
@@ -223,12 +224,8 @@ def _rsync(host: Host, root: str, src: Path, dest: str, link_dests: list[str], *
         raise OpsError("rsync is not installed here (deploys send only what changed with it)",
                        hint="apt-get install rsync")
     argv = rsync_argv(host, root, src, dest, link_dests)
-    _LOG.info("$ %s", shlex.join(argv))
-    try:
-        done = subprocess.run(argv, capture_output=True, timeout=RSYNC_TIMEOUT, check=False,
-                              stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        raise RemoteError(f"{host.name}: {what} did not finish in {RSYNC_TIMEOUT} s") from None
+    done = run_mod.capture(argv, what=f"{host.name}: {what}", timeout=RSYNC_TIMEOUT,
+                           text=False, stdin=subprocess.DEVNULL, error=RemoteError)
     out = done.stdout.decode("utf-8", "replace")
     err = done.stderr.decode("utf-8", "replace").strip().splitlines()
     if done.returncode == EXIT_LOCKED:
@@ -248,16 +245,10 @@ def _rsync(host: Host, root: str, src: Path, dest: str, link_dests: list[str], *
 def _ssh(host: Host, script: str, *args: str, stdin: bytes | None = None,
          what: str) -> dict[str, list[str]]:
     argv = ssh.argv(host.reach, script, *args)
-    _LOG.info("$ %s", shlex.join(argv[:-1] + ["<script>", *args]))
-    _LOG.debug("the script: %s", argv[-1])
-    try:
-        done = subprocess.run(argv, input=stdin, capture_output=True, timeout=SSH_TIMEOUT,
-                              check=False)
-    except FileNotFoundError:
-        raise OpsError("the ssh client is not installed",
-                       hint="apt-get install openssh-client") from None
-    except subprocess.TimeoutExpired:
-        raise RemoteError(f"{host.name}: {what} did not finish in {SSH_TIMEOUT} s") from None
+    _LOG.debug("the script: %s", script)
+    done = run_mod.capture(argv, what=f"{host.name}: {what}", timeout=SSH_TIMEOUT, text=False,
+                           input=stdin, error=RemoteError,
+                           shown=[*argv[:-1], "<script>", *args])
     err = done.stderr.decode("utf-8", "replace").strip().splitlines()
     last = err[-1] if err else f"exit {done.returncode}"
     if done.returncode == EXIT_LOCKED:

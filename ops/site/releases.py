@@ -12,10 +12,14 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import logging
 import re
 import secrets
 import subprocess
 from pathlib import Path
+
+from ops import run as run_mod
+from ops.errors import OpsError
 
 #: Older releases have no random suffix; they are still releases (pruned, rolled back to).
 RELEASE_RE = re.compile(r"^\d{8}T\d{6}Z-[0-9a-z]+(?:-dirty)?(?:-[0-9a-f]{4})?$")
@@ -30,12 +34,12 @@ def git_describe(source: Path) -> str:
     """``<short sha>``, ``<short sha>-dirty`` (uncommitted changes under the source) or
     ``nogit``."""
     def git(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["git", "-C", str(source), *args], capture_output=True,
-                              text=True, check=False)
+        return run_mod.capture(["git", "-C", str(source), *args], what="git", timeout=30,
+                               level=logging.DEBUG)
 
     try:
         sha = git("rev-parse", "--short=7", "HEAD")
-    except FileNotFoundError:
+    except OpsError:  # no git here
         return "nogit"
     if sha.returncode != 0 or not sha.stdout.strip():
         return "nogit"

@@ -74,9 +74,12 @@ class Checkout:
 def machines_alone(checkout: Checkout) -> float:
     """The machines phase of a checkout without --timings: ansible-playbook, timed here."""
     env = {**os.environ, "PYTHONPATH": str(checkout.root)}
-    code = ("import sys, time; import ops.cli; from ops import machines; "
+    # the inventory object where the checkout passes one down, its directory where not
+    code = ("import inspect, sys, time; import ops.cli; from ops import inventory, machines; "
             "from ops.images.commands import image_extra_vars; from pathlib import Path; "
-            "inv = Path(sys.argv[1]); t0 = time.monotonic(); "
+            "inv = Path(sys.argv[1]); "
+            "old = 'inventory_dir' in inspect.signature(machines.playbook_argv).parameters; "
+            "inv = inv if old else inventory.load(inv); t0 = time.monotonic(); "
             "rc, _ = machines.run_playbook(machines.playbook_argv(inv, "
             "extra=tuple(image_extra_vars(inv))), quiet=True); "
             "print(time.monotonic() - t0); sys.exit(rc)")

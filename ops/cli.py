@@ -187,7 +187,7 @@ def accounts_plan(opts: Opts, roster: Path | None, fmt: str) -> None:
     from ops.accounts import sync as sync_mod
     from ops.errors import Refused
 
-    ctx = sync_mod.load_context(opts.inventory, roster)
+    ctx = sync_mod.load_context(opts.inv, roster)
     new_state, plans = sync_mod.plan(ctx, progress=opts.say)
     try:
         sync_mod.check_leavers(ctx, ctx.statefile.load(), new_state, allow=False)
@@ -245,7 +245,7 @@ def accounts_sync(opts: Opts, roster: Path | None, check: bool, allow_mass_chang
     """Show the plan, ask (unless -y), apply it; students who left are locked."""
     from ops.accounts import sync as sync_mod
 
-    ctx = sync_mod.load_context(opts.inventory, roster)
+    ctx = sync_mod.load_context(opts.inv, roster)
     if check:
         _plan_table(sync_mod.plan(ctx)[1])
         return
@@ -286,7 +286,7 @@ def accounts_offboard(
     from ops.accounts import offboard as off_mod
     from ops.accounts import sync as sync_mod
 
-    ctx = sync_mod.load_context(opts.inventory, roster)
+    ctx = sync_mod.load_context(opts.inv, roster)
 
     def confirm(text: str) -> bool:
         out.print(text)
@@ -373,7 +373,7 @@ def site_deploy(opts: Opts, source: Path | None, keep: int | None, force: bool,
     from ops import site as site_mod
 
     started = time.monotonic()
-    _, results = site_mod.deploy_site(opts.inventory, source, keep=keep, force=force,
+    _, results = site_mod.deploy_site(opts.inv, source, keep=keep, force=force,
                                       ca_bundle=ca_bundle, log=opts.say)
     _site_table(results)
     click.echo(f"done in {time.monotonic() - started:.1f} s")
@@ -387,7 +387,7 @@ def site_rollback(opts: Opts) -> None:
     deploy); a second rollback undoes the first."""
     from ops import site as site_mod
 
-    _site_table(site_mod.rollback(opts.inventory, log=opts.say))
+    _site_table(site_mod.rollback(opts.inv, log=opts.say))
 
 
 @site.command("archive")
@@ -403,7 +403,7 @@ def site_archive(opts: Opts, semester: str, source: Path | None, force: bool,
     """Publish the site, built for <baseurl>/semesters/SEMESTER/, under that path."""
     from ops import site as site_mod
 
-    _site_table(site_mod.archive(opts.inventory, semester, source, force=force,
+    _site_table(site_mod.archive(opts.inv, semester, source, force=force,
                                  ca_bundle=ca_bundle, log=opts.say))
 
 
@@ -429,7 +429,7 @@ def hub_status(opts: Opts, fmt: str) -> None:
     """The hub's URL and each running server: student, pair, job, node, profile, times."""
     from ops import hub as hub_mod
 
-    url, found = hub_mod.status(opts.inventory)
+    url, found = hub_mod.status(opts.inv)
     if fmt == "json":
         click.echo(hub_mod.as_json(url, found))
         return
@@ -456,11 +456,10 @@ def hub_status(opts: Opts, fmt: str) -> None:
 def usage_cmd(opts: Opts, since: str | None, until: str, fmt: str, plot: Path | None) -> None:
     """GPU and CPU time per pair and per student, and each pair's budget used, from Slurm's
     accounting (one read of the controller). Changes nothing."""
-    from ops import inventory as inv_mod
     from ops import slurm_usage
     from ops import usage as usage_mod
 
-    inv = inv_mod.load(opts.inventory)
+    inv = opts.inv
     since = usage_mod.check_when("--since", since) if since else usage_mod.default_since(inv)
     until = usage_mod.check_when("--until", until)
     if plot is not None and not plot.parent.is_dir():
@@ -518,9 +517,10 @@ def _verify(
 
     opts.say(f"verifying {area or 'everything'}")
     not_checked: dict[str, str] = {}
+    inv = opts.inv if (opts.inventory / "hosts.yml").is_file() else None
     code, summary = verify(
         opts.inventory, area, hosts, junit, roster, -1 if opts.quiet else opts.verbose,
-        expect_gpus, not_checked,
+        expect_gpus, not_checked, inv,
     )
     t = Table("host", "passed", "failed", "skipped")
     for host, r in summary.items():
@@ -552,11 +552,9 @@ def provision(opts: Opts, check: bool, diff: bool, limit: str | None, tags: str 
 
     Arguments after `--` go to ansible-playbook unchanged.
     """
-    from ops import inventory as inv_mod
     from ops import provision as provision_mod
 
-    inv = inv_mod.load(opts.inventory)  # a malformed inventory stops here, before any host
-    req = provision_mod.Request(opts, inv, check=check, diff=diff, limit=limit, tags=tags,
+    req = provision_mod.Request(opts, opts.inv, check=check, diff=diff, limit=limit, tags=tags,
                                 skip_machines=skip_machines, timings=timings, extra=extra,
                                 roster=roster, allow_mass_change=allow_mass_change)
     provision_mod.provision(req, show_plan=_plan_table,

@@ -11,9 +11,9 @@ import functools
 import logging
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich import table as rich_table
@@ -22,6 +22,9 @@ from rich.text import Text
 
 from ops import REPO_ROOT
 from ops.errors import UsageError
+
+if TYPE_CHECKING:
+    from ops.inventory import Inventory
 
 DEFAULT_INVENTORY = REPO_ROOT / "inventory" / "lab"
 # markup off: roster names, paths and hosts are printed as they are, never as rich markup
@@ -49,6 +52,17 @@ class Opts:
     verbose: int = 0
     quiet: bool = False
     yes: bool = False
+    _inv: Inventory | None = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def inv(self) -> Inventory:
+        """The inventory, loaded once per command and handed down from here (a malformed
+        one stops the command here, before any host)."""
+        if self._inv is None or self._inv.dir != self.inventory.resolve():
+            from ops import inventory
+
+            self._inv = inventory.load(self.inventory)
+        return self._inv
 
     def say(self, message: str) -> None:
         """A phase or progress line, on stderr."""

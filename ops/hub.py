@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
-from ops import inventory as inv_mod
 from ops import ssh
 from ops.errors import InputError, RemoteError
 from ops.inventory import Host, Inventory
@@ -77,8 +75,7 @@ def servers(users: list[dict[str, Any]], jobs: str) -> list[Server]:
     return out
 
 
-def status(inventory_dir: Path) -> tuple[str, list[Server]]:
-    inv = inv_mod.load(inventory_dir)
+def status(inv: Inventory) -> tuple[str, list[Server]]:
     hubs = hub_hosts(inv)
     if not hubs:
         raise InputError(inv.hosts_file, None, "no hub host (groups hub, slurm_controller)",

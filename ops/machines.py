@@ -16,7 +16,6 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 from ops import REPO_ROOT, ssh
 from ops import inventory as inv_mod
@@ -52,12 +51,10 @@ def ssh_args(inv: inv_mod.Inventory) -> str:
     return shlex.join(["-F", str(config)]) + (f" {own}" if own else "")
 
 
-def playbook_argv(inventory_dir: Path, playbook: str = "site.yml", *, check: bool = False,
+def playbook_argv(inv: inv_mod.Inventory, playbook: str = "site.yml", *, check: bool = False,
                   diff: bool = False, limit: str | None = None, tags: str | None = None,
-                  extra: tuple[str, ...] = (), verbosity: int = 0,
-                  inv: inv_mod.Inventory | None = None) -> list[str]:
-    inv = inv or inv_mod.load(inventory_dir)
-    argv = ["ansible-playbook", "-i", str(inventory_dir.resolve() / "hosts.yml"),
+                  extra: tuple[str, ...] = (), verbosity: int = 0) -> list[str]:
+    argv = ["ansible-playbook", "-i", str(inv.hosts_file),
             str(PLAYBOOKS / playbook), "-e", json.dumps({"ansible_ssh_args": ssh_args(inv)})]
     if check:
         argv.append("--check")

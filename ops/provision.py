@@ -103,7 +103,7 @@ def _build_site(r: Run) -> None:
     from ops import site as site_mod
 
     assert r.tmp is not None
-    r.prebuilt = site_mod.prebuild(r.req.opts.inventory, r.tmp / "site", log=r.req.opts.say)
+    r.prebuilt = site_mod.prebuild(r.req.inv, r.tmp / "site", log=r.req.opts.say)
 
 
 def _machines(r: Run) -> None:
@@ -112,10 +112,10 @@ def _machines(r: Run) -> None:
 
     q, page = r.req, usage.extra_vars(r.req.inv)
     argv = machines.playbook_argv(
-        q.opts.inventory, check=q.check, diff=q.diff, limit=q.limit, tags=q.tags,
-        extra=(*image_extra_vars(q.opts.inventory), *(("-e", json.dumps(page)) if page else ()),
+        q.inv, check=q.check, diff=q.diff, limit=q.limit, tags=q.tags,
+        extra=(*image_extra_vars(q.inv), *(("-e", json.dumps(page)) if page else ()),
                *q.extra),
-        verbosity=q.opts.verbose, inv=q.inv)
+        verbosity=q.opts.verbose)
     if q.opts.verbose:
         import shlex
 
@@ -129,7 +129,7 @@ def _deploy_site(r: Run) -> None:
     from ops import site as site_mod
 
     try:
-        site_mod.deploy_site(r.req.opts.inventory, prebuilt=r.prebuilt, log=r.req.opts.say)
+        site_mod.deploy_site(r.req.inv, prebuilt=r.prebuilt, log=r.req.opts.say)
     except OpsError as exc:
         r.failed = f"site deploy: {exc}"
 
@@ -192,7 +192,7 @@ def site_wanted(req: Request) -> bool:
     mode, a --limit, or --tags without ``website``)."""
     from ops import site as site_mod
 
-    return (site_mod.provision_wanted(req.opts.inventory) and not req.check
+    return (site_mod.provision_wanted(req.inv) and not req.check
             and not req.limit and (not req.tags or "website" in req.tags.split(",")))
 
 
@@ -203,7 +203,7 @@ def provision(req: Request, *, show_plan: Callable[[dict[str, Any]], None],
     from ops.accounts import remote  # noqa: F401  isort: skip
     from ops.accounts import sync as sync_mod
 
-    ctx = sync_mod.load_context(req.opts.inventory, req.roster)
+    ctx = sync_mod.load_context(req.inv, req.roster)
     if not req.check:  # a roster that would lock most of the class stops here
         sync_mod.guard_leavers(ctx, req.allow_mass_change)
     clock = Clock(roles={} if req.timings or req.opts.verbose else None)

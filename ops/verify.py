@@ -82,6 +82,8 @@ def pytest_argv(
     expect_gpus: int | None = None,
     inv: inv_mod.Inventory | None = None,
 ) -> list[str]:
+    """``inv``: the inventory, where it has a hosts.yml (the specs then read it, as
+    Ansible's); without one only ``local://`` or ``ssh://`` hosts can be checked."""
     inventory_dir = inventory_dir.resolve()
     argv = [
         sys.executable,
@@ -103,9 +105,8 @@ def pytest_argv(
         "-o",
         "junit_family=xunit1",
     ]
-    if (inventory_dir / "hosts.yml").is_file():
-        argv.append(f"--ansible-inventory={inventory_dir / 'hosts.yml'}")
-        inv = inv or inv_mod.load(inventory_dir)
+    if inv is not None:
+        argv.append(f"--ansible-inventory={inv.hosts_file}")
         local = all(h.startswith("local://") for h in
                     ([hosts] if isinstance(hosts, str) else hosts.values()))
         if not local and any(h.user != "root"
@@ -121,9 +122,11 @@ def pytest_argv(
 
 def verify(inventory_dir: Path, area: str | None, hosts: str | None, junit: Path | None,
            roster: Path | None = None, verbosity: int = 0, expect_gpus: int | None = None,
-           not_checked: dict[str, str] | None = None,
+           not_checked: dict[str, str] | None = None, inv: inv_mod.Inventory | None = None,
            ) -> tuple[int, dict[str, report.HostResult]]:
     """Each area's spec against that area's groups (or ``hosts``); one summary for all.
+    ``inv``: the inventory loaded already (None: the directory has no hosts.yml, and
+    ``hosts`` says what to check).
 
     An area that cannot be checked yet (see :data:`PRECONDITIONS`) raises
     :class:`NotChecked` when asked for by name; in a run of every area it is left out and
@@ -146,7 +149,6 @@ def verify(inventory_dir: Path, area: str | None, hosts: str | None, junit: Path
         # the inventory's hosts as every tool reaches them (ops.ssh), one SSH connection per
         # host reused by every check
         ssh_config = Path(tmp) / "ssh_config"
-        inv = inv_mod.load(inventory_dir) if (inventory_dir / "hosts.yml").is_file() else None
         ssh_config.write_text(inv.ssh_config(Path(tmp)) if inv else
                               ssh.config_text([], Path(tmp)))
         out = Path(tmp) / "verify.xml"
@@ -156,8 +158,10 @@ def verify(inventory_dir: Path, area: str | None, hosts: str | None, junit: Path
             spec_hosts: str | dict[str, str]
             if hosts:
                 spec_hosts = hosts
+            elif inv is None:
+                raise UsageError(f"{inventory_dir / 'hosts.yml'}: no such file",
+                                 hint="pass --hosts SPEC (e.g. local://), or run `ops lab up`")
             else:
-                inv = inv or inv_mod.load(inventory_dir)
                 spec_hosts = {a: targets(inv, [a]) for a in areas}
             code = run(pytest_argv(inventory_dir, areas, spec_hosts, out, roster, verbosity,
                                    ssh_config, expect_gpus, inv), cwd=REPO_ROOT)

@@ -65,10 +65,9 @@ class Context:
         return [self.hosts[0].name]
 
 
-def load_context(inventory_dir: Path, roster_path: Path | None = None, *,
+def load_context(inv: inv_mod.Inventory, roster_path: Path | None = None, *,
                  today: dt.date | None = None) -> Context:
     """Everything a run needs, validated before any host is read (``today`` for tests)."""
-    inv = inv_mod.load(inventory_dir)
     cfg = AccountsConfig.from_vars(inv.vars, inv.dir / "group_vars" / "all.yml", inv.where)
     today = today or dt.date.today()
     if cfg.expire_date < today:

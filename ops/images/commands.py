@@ -7,7 +7,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -15,6 +15,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ops.console import Opts, Table, common, confirmed, err, out, pass_opts, styled
 from ops.errors import OpsError, UsageError
 from ops.images import spec as spec_mod
+
+if TYPE_CHECKING:
+    from ops.inventory import Inventory
 
 
 @click.group()
@@ -240,7 +243,7 @@ def _registry_or_none(opts: Opts, spec: spec_mod.ImageSpec) -> Any:
     from ops.images import registry as reg
 
     try:
-        return reg.from_inventory(opts.inventory, spec.repository)
+        return reg.from_inventory(opts.inv, spec.repository)
     except OpsError as exc:
         opts.say(f"not asking a registry: {exc}")
         return None
@@ -303,7 +306,7 @@ def push_cmd(opts: Opts, variants: tuple[str, ...], uid: int | None,
 
     spec, chosen = _spec_and_variants(variants)
     client = _client()
-    registry = reg.from_inventory(opts.inventory, spec.repository)
+    registry = reg.from_inventory(opts.inv, spec.repository)
     registry.require_auth()
     for variant in chosen:
         p = _prepared(opts, variant, spec, client, uid, ca_bundle, local=False)
@@ -341,15 +344,15 @@ def pull_cmd(opts: Opts) -> None:
     """Make every GPU server pull the pushed tags (playbooks/images.yml)."""
     from ops import machines
 
-    argv = machines.playbook_argv(opts.inventory, "images.yml", verbosity=opts.verbose,
-                                  extra=image_extra_vars(opts.inventory))
+    argv = machines.playbook_argv(opts.inv, "images.yml", verbosity=opts.verbose,
+                                  extra=image_extra_vars(opts.inv))
     code, _ = machines.run_playbook(argv, quiet=opts.quiet)
     if code:
         raise OpsError(f"pulling the course image failed (ansible-playbook exited {code})",
                        hint="see Ansible's output above")
 
 
-def image_extra_vars(inventory: Path) -> tuple[str, ...]:
+def image_extra_vars(inv: Inventory) -> tuple[str, ...]:
     """``-e`` for the playbooks, as JSON, from state/images.json: the tags pushed last
     (``course_image_tags``: the GPU servers' Docker), every tag pushed and not pruned
     (``student_containers_images``: the students' shared store) and the default tag jobs
@@ -358,10 +361,10 @@ def image_extra_vars(inventory: Path) -> tuple[str, ...]:
 
     from ops.images import registry as reg
 
-    state = reg.load_state(inventory)
+    state = reg.load_state(inv.dir)
     tags = [{"variant": v, "tag": s["tag"], "digest": s["digest"]}
             for v, s in sorted(state.items()) if s.get("digest")]
-    kept, default = reg.store_images(inventory)
+    kept, default = reg.store_images(inv)
     return ("-e", json.dumps({"course_image_tags": tags, "student_containers_images": kept,
                               "student_containers_default": default}))
 
@@ -377,10 +380,10 @@ def prune_cmd(opts: Opts, keep: int) -> None:
     from ops.images import registry as reg
 
     spec = spec_mod.load()
-    registry = reg.from_inventory(opts.inventory, spec.repository)
+    registry = reg.from_inventory(opts.inv, spec.repository)
     ref = f"{registry.address}/{spec.repository}"
     state = reg.load_state(opts.inventory)
-    held, in_use = prune_mod.observe(opts.inventory, ref)
+    held, in_use = prune_mod.observe(opts.inv, ref)
     plan = prune_mod.plan(reg.load_history(opts.inventory),
                           {v: s["tag"] for v, s in state.items()}, in_use, held, keep)
     t = Table("host", "where", "tag", "action", title=f"prune {ref}")
@@ -395,7 +398,7 @@ def prune_cmd(opts: Opts, keep: int) -> None:
     if not confirmed(opts, "Remove these tags? (the registry keeps them: `ops images pull` "
                           "brings one back)"):
         raise OpsError("nothing removed", hint="-y answers yes")
-    prune_mod.apply(opts.inventory, ref, plan)
+    prune_mod.apply(opts.inv, ref, plan)
     out.print(f"pruned: {sum(len(s) + len(d) for s, d in plan.remove.values())} tag(s) "
               f"removed; kept {', '.join(sorted(plan.keep))}")
 
@@ -413,10 +416,10 @@ def status_cmd(opts: Opts, fmt: str) -> None:
 
     spec = spec_mod.load()
     client = _client()
-    registry = reg.from_inventory(opts.inventory, spec.repository)
+    registry = reg.from_inventory(opts.inv, spec.repository)
     state = reg.load_state(opts.inventory)
     in_registry = set(registry.tags())
-    on_servers = reg.server_images(opts.inventory, f"{registry.address}/{spec.repository}")
+    on_servers = reg.server_images(opts.inv, f"{registry.address}/{spec.repository}")
     rows: list[dict[str, Any]] = []
     for variant in spec.variants.values():
         try:
@@ -566,7 +569,7 @@ def update_cmd(opts: Opts, variants: tuple[str, ...], security_only: bool,
     if push:
         from ops.images import registry as reg
 
-        registry = reg.from_inventory(opts.inventory, spec.repository)
+        registry = reg.from_inventory(opts.inv, spec.repository)
         registry.require_auth()
     report = _outdated_report(opts, spec, chosen, find_links, index_url)
     audits = {}

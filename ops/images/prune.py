@@ -21,7 +21,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from ops import inventory as inv_mod
 from ops import ssh
@@ -134,11 +133,9 @@ def _tags(listing: str, prefix: str) -> tuple[str, ...]:
                          if line.startswith(prefix) and line != prefix + "<none>"}))
 
 
-def observe(inventory: Path, repository_ref: str) -> tuple[list[Held], set[str]]:
+def observe(inv: inv_mod.Inventory, repository_ref: str) -> tuple[list[Held], set[str]]:
     """Each GPU server's tags, and the tags the controller's active jobs use."""
-    inv = inv_mod.load(inventory)
-    store = str(inv_mod.load_vars_only(inventory).get("student_containers_store",
-                                                       DEFAULT_STORE))
+    store = str(inv.vars.get("student_containers_store", DEFAULT_STORE))
     held = []
     prefix = repository_ref + ":"
     for host in inv.hosts_in("gpu_servers"):
@@ -153,18 +150,16 @@ def observe(inventory: Path, repository_ref: str) -> tuple[list[Held], set[str]]
     return held, tags_in_use(comments)
 
 
-def apply(inventory: Path, repository_ref: str, p: Plan) -> None:
+def apply(inv: inv_mod.Inventory, repository_ref: str, p: Plan) -> None:
     """Remove what the plan says, one ssh per host; then record the history."""
-    inv = inv_mod.load(inventory)
-    store = str(inv_mod.load_vars_only(inventory).get("student_containers_store",
-                                                       DEFAULT_STORE))
+    store = str(inv.vars.get("student_containers_store", DEFAULT_STORE))
     for host in inv.hosts_in("gpu_servers"):
         store_tags, docker_tags = p.remove.get(host.name, ([], []))
         if not store_tags and not docker_tags:
             continue
         _run(host, _REMOVE, store, repository_ref, str(len(store_tags)), *store_tags,
              *docker_tags, what="removing old course images")
-    reg.save_state(inventory, reg.load_state(inventory), p.history)
+    reg.save_state(inv.dir, reg.load_state(inv.dir), p.history)
 
 
 def describe(p: Plan) -> list[tuple[str, str, str, str]]:

@@ -140,8 +140,7 @@ class Registry:
         return self.digest(tag) is not None
 
 
-def from_inventory(inventory_dir: Path, repository: str) -> Registry:
-    inv = inv_mod.load(inventory_dir)
+def from_inventory(inv: inv_mod.Inventory, repository: str) -> Registry:
     hosts = inv.hosts_in("registry")
     if not hosts:
         raise InputError(inv.hosts_file, None, "no host in group registry",
@@ -282,32 +281,31 @@ def default_image(variants: dict[str, dict[str, str]], cuda_variants: set[str],
     return newest(suited) or newest(sorted(variants))
 
 
-def store_images(inventory_dir: Path) -> tuple[list[dict[str, str]], dict[str, str]]:
+def store_images(inv: inv_mod.Inventory) -> tuple[list[dict[str, str]], dict[str, str]]:
     """What every GPU server's shared store holds (each tag pushed and not pruned, as
     ``{variant, tag, digest}``) and the default tag jobs run (``{}`` before any push)."""
     from ops.images import spec as spec_mod
 
-    state = load_state(inventory_dir)
+    state = load_state(inv.dir)
     current = [{"variant": v, "tag": s["tag"], "digest": s["digest"]}
                for v, s in sorted(state.items()) if s.get("digest")]
     kept = [{"variant": h["variant"], "tag": h["tag"], "digest": h["digest"]}
-            for h in load_history(inventory_dir) if h.get("digest")]
+            for h in load_history(inv.dir) if h.get("digest")]
     kept += [t for t in current if t not in kept]
     try:
         cuda = {name for name, v in spec_mod.load().variants.items() if v.cuda}
     except OpsError:
         cuda = {"cuda"}
-    gpus = int(inv_mod.load_vars_only(inventory_dir).get("gpu_count") or 0) > 0
+    gpus = int(inv.vars.get("gpu_count") or 0) > 0
     return kept, default_image(state, cuda, gpus) or {}
 
 
 # --------------------------------------------------------------------------- servers
 
 
-def server_images(inventory_dir: Path, repository_ref: str) -> dict[str, list[str]]:
+def server_images(inv: inv_mod.Inventory, repository_ref: str) -> dict[str, list[str]]:
     """GPU server -> the tags of ``repository_ref`` its Docker engine holds (one ssh each,
     with the inventory's SSH settings, as Ansible connects)."""
-    inv = inv_mod.load(inventory_dir)
     out: dict[str, list[str]] = {}
     for host in inv.hosts_in("gpu_servers"):
         said = ssh.run(host.reach, "docker image ls --format '{{.Repository}}:{{.Tag}}' \"$1\"",

@@ -99,6 +99,8 @@ class Settings:
     #: website_hostname of every web host: links to them are internal (and checked)
     hostnames: list[str]
     options: Options = field(default_factory=Options)
+    #: the inventory's directory (where website_* are set, for the errors)
+    inventory_dir: Path = Path(".")
 
 
 @dataclass
@@ -265,9 +267,9 @@ def source_from_vars(inventory_dir: Path) -> Path:
     return resolve_source(inventory_dir.resolve(), str(value))
 
 
-def settings(inventory_dir: Path, src: Path | None = None, keep: int | None = None) -> Settings:
+def settings(inv: inv_mod.Inventory, src: Path | None = None,
+             keep: int | None = None) -> Settings:
     """The web hosts and ``website_*`` settings, checked (file:line) before any host."""
-    inv = inv_mod.load(inventory_dir)
     hosts = inv.hosts_in("web")
     if not hosts:
         raise UsageError(f"{inv.hosts_file}: no host in group web",
@@ -309,11 +311,13 @@ def settings(inventory_dir: Path, src: Path | None = None, keep: int | None = No
     source.check_baseurl(baseurl, path, line)
     names = _hostnames(hosts, defaults)
     return Settings(Path(src), root.rstrip("/"), str(baseurl), raw_keep, hosts, names,
-                    _options(inv.dir, merged, names))
+                    _options(inv.dir, merged, names, inv), inv.dir)
 
 
-def _options(inventory_dir: Path, merged: dict[str, Any], hostnames: list[str]) -> Options:
-    """The build's ``website_*`` settings, checked (file:line)."""
+def _options(inventory_dir: Path, merged: dict[str, Any], hostnames: list[str],
+             inv: inv_mod.Inventory | None) -> Options:
+    """The build's ``website_*`` settings, checked (file:line); ``inv``: the inventory, for
+    ``website_cluster_info`` (none without a hosts.yml)."""
     where: dict[str, str] = {}
 
     def at(key: str) -> tuple[Path, int | None]:
@@ -359,10 +363,10 @@ def _options(inventory_dir: Path, merged: dict[str, Any], hostnames: list[str]) 
     return Options(hostnames, theme_dir, str_list("website_skip_plugins"),
                    str_list("website_link_check_allow"),
                    " ".join(csp.split()) if csp else None, builder=str(kind), where=where,
-                   cluster=cluster_info(inventory_dir) if wanted else None)
+                   cluster=(cluster_info(inv) if inv else {}) if wanted else None)
 
 
-def cluster_info(inventory_dir: Path) -> dict[str, Any]:
+def cluster_info(inv: inv_mod.Inventory) -> dict[str, Any]:
     """What the course's pages may say of the cluster (``site.course_cluster`` where
     ``website_cluster_info`` is true), from the inventory and its state, never from a host:
     the login node, the hub's address and profiles, the pair's GPU cap, the longest job, the
@@ -370,10 +374,6 @@ def cluster_info(inventory_dir: Path) -> dict[str, Any]:
     from ops import roles
     from ops.images import registry
 
-    try:
-        inv = inv_mod.load(inventory_dir)
-    except (OpsError, OSError):
-        return {}
     controllers = inv.hosts_in("slurm_controller")
     hub_hosts = inv.hosts_in("hub") or controllers
     web = {h.name for h in inv.hosts_in("web")}
@@ -398,21 +398,21 @@ def cluster_info(inventory_dir: Path) -> dict[str, Any]:
             roles.setting(h.vars, "jupyterhub", "jupyterhub_spawn_timeout")) // 60
         info["cull_idle_minutes"] = int(
             roles.setting(h.vars, "jupyterhub", "jupyterhub_cull_idle_timeout")) // 60
-    _, default = registry.store_images(inventory_dir)
+    _, default = registry.store_images(inv)
     if default.get("tag"):
         info["image_tag"] = default["tag"]
     return info
 
 
-def build_options(inventory_dir: Path) -> Options:
+def build_options(inventory_dir: Path, inv: inv_mod.Inventory | None = None) -> Options:
     """The build's settings from the inventory, where it has them: the web hosts' merged
     ``website_*`` variables (else group_vars/all alone, else the role's defaults). Links to
-    the web hosts' names are checked by ``ops site build`` too."""
+    the web hosts' names are checked by ``ops site build`` too. ``inv``: the inventory
+    loaded already (a build needs none: without it, one load is tried here)."""
     defaults = role_defaults()
-    try:
-        hosts = inv_mod.load(inventory_dir).hosts_in("web")
-    except (OpsError, OSError):
-        hosts = []
+    if inv is None:
+        inv = maybe_load(inventory_dir)
+    hosts = inv.hosts_in("web") if inv else []
     if hosts:
         found = hosts[0].vars
     else:
@@ -421,16 +421,16 @@ def build_options(inventory_dir: Path) -> Options:
         except (OpsError, OSError):
             found = {}
     merged = {**defaults, **{k: v for k, v in found.items() if k.startswith("website_")}}
-    return _options(inventory_dir.resolve(), merged, _hostnames(hosts, defaults))
+    return _options(inventory_dir.resolve(), merged, _hostnames(hosts, defaults), inv)
 
 
-def known_hostnames(inventory_dir: Path) -> list[str]:
-    """The web hosts' website_hostname, if the inventory has web hosts (else none)."""
+def maybe_load(inventory_dir: Path) -> inv_mod.Inventory | None:
+    """The inventory, for a command that can do without one (a site build): None where
+    there is no hosts.yml or it does not load."""
     try:
-        hosts = inv_mod.load(inventory_dir).hosts_in("web")
+        return inv_mod.load(inventory_dir)
     except (OpsError, OSError):
-        return []
-    return _hostnames(hosts, role_defaults())
+        return None
 
 
 def _hostnames(hosts: list[inv_mod.Host], defaults: dict[str, Any]) -> list[str]:
@@ -442,21 +442,20 @@ def _hostnames(hosts: list[inv_mod.Host], defaults: dict[str, Any]) -> list[str]
     return sorted(set(names))
 
 
-def provision_wanted(inventory_dir: Path) -> bool:
+def provision_wanted(inv: inv_mod.Inventory) -> bool:
     """Does ``ops provision`` deploy the site? Yes when there are web hosts and
     ``website_source`` is set; then every input is checked here, before any host."""
-    inv = inv_mod.load(inventory_dir)
     hosts = inv.hosts_in("web")
     if not hosts or not hosts[0].vars.get("website_source"):
         return False
-    s = settings(inventory_dir)
-    _check_same_baseurl(s, source.load(s.source), inv.dir)
+    s = settings(inv)
+    _check_same_baseurl(s, source.load(s.source))
     return True
 
 
-def _check_same_baseurl(s: Settings, cfg: source.SiteConfig, inventory_dir: Path) -> None:
+def _check_same_baseurl(s: Settings, cfg: source.SiteConfig) -> None:
     if cfg.baseurl != s.baseurl:
-        path, line = _var_line(inventory_dir, "website_baseurl")
+        path, line = _var_line(s.inventory_dir, "website_baseurl")
         where = f"{path}:{line}" if line else str(path)
         raise InputError(cfg.config_file, _config_line(cfg.config_file, "baseurl"),
                          f"baseurl {cfg.baseurl!r} differs from website_baseurl "
@@ -471,13 +470,13 @@ def _config_line(path: Path, key: str) -> int | None:
     return None
 
 
-def prebuild(inventory_dir: Path, out: Path, *, ca_bundle: Path | None = None,
+def prebuild(inv: inv_mod.Inventory, out: Path, *, ca_bundle: Path | None = None,
              log: Log = _LOG.info) -> Built:
     """Build ``website_source`` into ``out`` for a later :func:`deploy_site` (``ops
     provision`` builds before any host is touched, so that a broken site fails early)."""
-    s = settings(inventory_dir)
+    s = settings(inv)
     cfg = source.load(s.source)
-    _check_same_baseurl(s, cfg, inv_mod.load(inventory_dir).dir)
+    _check_same_baseurl(s, cfg)
     return build(s.source, out, ca_bundle=ca_bundle, options=s.options, log=log)
 
 
@@ -487,7 +486,7 @@ def _sent(sent: deploy.Sent | None) -> str:
     return f"{sent.bytes / 1e6:.2f} MB, {sent.files} of {sent.total_files} files"
 
 
-def deploy_site(inventory_dir: Path, src: Path | None = None, *, keep: int | None = None,
+def deploy_site(inv: inv_mod.Inventory, src: Path | None = None, *, keep: int | None = None,
                 force: bool = False, ca_bundle: Path | None = None,
                 prebuilt: Built | None = None,
                 log: Log = _LOG.info) -> tuple[Built, list[HostResult]]:
@@ -495,9 +494,9 @@ def deploy_site(inventory_dir: Path, src: Path | None = None, *, keep: int | Non
     release (only what changed is sent; the rest is hard-linked to the live release), point
     ``previous`` at the live one and ``current`` at the new one, unless the live release
     has the same content (``force`` uploads anyway); prune old releases."""
-    s = settings(inventory_dir, src, keep)
+    s = settings(inv, src, keep)
     cfg = source.load(s.source)
-    _check_same_baseurl(s, cfg, inv_mod.load(inventory_dir).dir)
+    _check_same_baseurl(s, cfg)
     if prebuilt is not None and (prebuilt.config.source != cfg.source
                                  or prebuilt.baseurl != s.baseurl):
         raise UsageError(f"the prebuilt site is of {prebuilt.config.source} under "
@@ -549,9 +548,9 @@ def rollback_plan(states: dict[str, deploy.HostState]) -> dict[str, str]:
     return plan
 
 
-def rollback(inventory_dir: Path, *, log: Log = _LOG.info) -> list[HostResult]:
+def rollback(inv: inv_mod.Inventory, *, log: Log = _LOG.info) -> list[HostResult]:
     """Swap every web host's ``current`` and ``previous`` (a second rollback undoes it)."""
-    s = settings(inventory_dir, Path("."))
+    s = settings(inv, Path("."))
     states = {host.name: deploy.state(host, s.root) for host in s.hosts}
     plan = rollback_plan(states)  # every host can roll back, or none is touched
     results = []
@@ -564,7 +563,7 @@ def rollback(inventory_dir: Path, *, log: Log = _LOG.info) -> list[HostResult]:
     return results
 
 
-def archive(inventory_dir: Path, semester: str, src: Path | None = None, *,
+def archive(inv: inv_mod.Inventory, semester: str, src: Path | None = None, *,
             force: bool = False, ca_bundle: Path | None = None,
             log: Log = _LOG.info) -> list[HostResult]:
     """Build the site with baseurl ``<baseurl>/semesters/<id>`` (without the source's own
@@ -574,9 +573,9 @@ def archive(inventory_dir: Path, semester: str, src: Path | None = None, *,
     if not SEMESTER_RE.match(semester):
         raise UsageError(f"semester {semester!r} is not a plain name",
                          hint="use letters, digits, '.', '_' or '-' (e.g. 2026-winter)")
-    s = settings(inventory_dir, src)
+    s = settings(inv, src)
     cfg = source.load(s.source)
-    _check_same_baseurl(s, cfg, inv_mod.load(inventory_dir).dir)
+    _check_same_baseurl(s, cfg)
     states = {host.name: deploy.state(host, s.root) for host in s.hosts}
     if not force:  # every host first: none is touched if one has it
         for host in s.hosts:

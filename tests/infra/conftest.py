@@ -20,6 +20,7 @@ from ops import REPO_ROOT
 from ops.accounts.budgets import Budgets
 from ops.accounts.model import AccountsConfig, allocate
 from ops.errors import OpsError
+from ops.inventory import Inventory
 from ops.roster import Roster
 from ops.state import ACTIVE, LEFT, OFFBOARDED, AccountsState
 
@@ -72,6 +73,17 @@ class Expected:
         return self.budgets.minutes(key)
 
 
+def ops_inventory(config: pytest.Config) -> Inventory:
+    """The inventory (``--ops-inventory``), loaded once per session for every spec."""
+    from ops import inventory as inv_mod
+
+    cached = config.__dict__.get("_ops_inventory")
+    if cached is None:
+        cached = config.__dict__["_ops_inventory"] = inv_mod.load(
+            Path(config.getoption("--ops-inventory")))
+    return cached
+
+
 def _expected(config: pytest.Config) -> Expected:
     cached = getattr(config, "_ops_expected", None)
     if cached is not None:
@@ -80,8 +92,7 @@ def _expected(config: pytest.Config) -> Expected:
 
     roster = config.getoption("--ops-roster")
     try:
-        ctx = load_context(Path(config.getoption("--ops-inventory")),
-                           Path(roster) if roster else None)
+        ctx = load_context(ops_inventory(config), Path(roster) if roster else None)
         saved = ctx.statefile.load()
         if not saved.students:
             raise OpsError(f"{ctx.statefile.path}: no accounts recorded",
@@ -119,7 +130,7 @@ def _host_vars(config: pytest.Config, name: str) -> dict:
         if not (directory / "hosts.yml").is_file():
             cache[name] = inv_mod.load_vars_only(directory)
         else:
-            inv = inv_mod.load(directory)
+            inv = ops_inventory(config)
             host = inv.hosts.get(name) or next(iter(inv.hosts_in("gpu_servers")), None)
             cache[name] = dict(host.vars) if host else dict(inv.vars)
     return cache[name]

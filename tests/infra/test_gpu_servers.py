@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.infra.conftest import ops_inventory
 from tests.infra.test_gpu import has_gpu, require_gpu
 
 
@@ -67,7 +68,7 @@ def _cuda_image(config: pytest.Config) -> str | None:
               if v in spec.variants and spec.variants[v].cuda}
     if not pushed:
         return None
-    registry = reg.from_inventory(inventory, spec.repository)
+    registry = reg.from_inventory(ops_inventory(config), spec.repository)
     return registry.server_ref(pushed[sorted(pushed)[0]]["tag"])
 
 

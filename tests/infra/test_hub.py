@@ -5,12 +5,12 @@ batchspawner needs."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import requests
 
 from ops import roles
+from tests.infra.conftest import ops_inventory
 
 CONFIG = "/etc/jupyterhub/jupyterhub_config.py"
 
@@ -68,10 +68,9 @@ def test_the_hub_answers_over_https_by_name(host, pytestconfig) -> None:  # noqa
     """From this machine, as a student's browser: TLS verified, the login page, the hub's
     own security headers (not the website's, which would break JupyterLab)."""
     from ops import hub as hub_mod
-    from ops import inventory as inv_mod
     from ops.images import registry as reg
 
-    inv = inv_mod.load(Path(pytestconfig.getoption("--ops-inventory")))
+    inv = ops_inventory(pytestconfig)
     target = next((h for h in hub_mod.hub_hosts(inv) if h.name == host.backend.host), None)
     if target is None:
         pytest.skip("not the inventory's hub host")

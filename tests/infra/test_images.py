@@ -13,6 +13,7 @@ import pytest
 
 from ops.images import registry as reg
 from ops.images import spec as spec_mod
+from tests.infra.conftest import ops_inventory
 
 
 def _wanted(config: pytest.Config) -> list[tuple[str, str, str]]:
@@ -20,7 +21,7 @@ def _wanted(config: pytest.Config) -> list[tuple[str, str, str]]:
     state = reg.load_state(inventory)
     if not state:
         return []
-    registry = reg.from_inventory(inventory, spec_mod.load().repository)
+    registry = reg.from_inventory(ops_inventory(config), spec_mod.load().repository)
     return [(v, registry.server_ref(s["tag"]), s.get("digest", "")) for v, s in
             sorted(state.items())]
 

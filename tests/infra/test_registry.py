@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import requests
 
 from ops.images import registry as reg
 from ops.images import spec as spec_mod
+from tests.infra.conftest import ops_inventory
 
 
 @pytest.fixture(scope="module")
 def registry(pytestconfig: pytest.Config) -> reg.Registry:
-    return reg.from_inventory(Path(pytestconfig.getoption("--ops-inventory")),
-                              spec_mod.load().repository)
+    return reg.from_inventory(ops_inventory(pytestconfig), spec_mod.load().repository)
 
 
 @pytest.fixture(scope="module")

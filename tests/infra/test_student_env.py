@@ -18,7 +18,7 @@ import pytest
 
 from ops.images import registry as reg
 from ops.images import spec as spec_mod
-from tests.infra.conftest import on_every_host_at_once
+from tests.infra.conftest import on_every_host_at_once, ops_inventory
 from tests.infra.test_gpu import NO_GPU, has_gpu
 
 STORE = "/var/lib/course-containers/store"
@@ -42,9 +42,9 @@ def gpu_server_only(host) -> None:  # noqa: ANN001
 @pytest.fixture(scope="session")
 def store(pytestconfig: pytest.Config) -> dict:
     """The store's images and the default tag, as `ops images pull` passes them."""
-    inventory = _inventory(pytestconfig)
-    kept, default = reg.store_images(inventory)
-    registry = reg.from_inventory(inventory, spec_mod.load().repository)
+    inv = ops_inventory(pytestconfig)
+    kept, default = reg.store_images(inv)
+    registry = reg.from_inventory(inv, spec_mod.load().repository)
     return {"images": kept, "default": default,
             "repository": f"{registry.address}/{spec_mod.load().repository}"}
 

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.infra.conftest import ops_inventory
+
 SECURITY_HEADERS = [
     "strict-transport-security",
     "x-content-type-options",
@@ -45,11 +47,11 @@ def _site(config: pytest.Config) -> Site:
         return cached
     from ops import site as site_mod
     from ops.errors import OpsError
-    from ops.inventory import load, load_vars_only
+    from ops.inventory import load_vars_only
 
     inv = Path(config.getoption("--ops-inventory"))
     try:
-        web = load(inv).hosts_in("web") if (inv / "hosts.yml").is_file() else []
+        web = ops_inventory(config).hosts_in("web") if (inv / "hosts.yml").is_file() else []
         found = web[0].vars if web else load_vars_only(inv)  # group_vars/web.yml included
         merged = {**site_mod.role_defaults(), **found}
         if not merged.get("website_source"):

@@ -373,8 +373,9 @@ def test_the_big_site_deploys_by_delta_is_served_and_rolls_back(
     def quiet(_: str) -> None:
         pass
 
+    lab = load(big_lab)
     # the first deploy: the whole site (nothing of it is on the host yet)
-    _, first = site.deploy_site(big_lab, big_site.source, log=quiet)
+    _, first = site.deploy_site(lab, big_site.source, log=quiet)
     assert [r.action for r in first] == ["deployed"]
     assert first[0].sent is not None and first[0].sent.bytes > 0.9 * big_site.bytes
     print(f"first deploy: {first[0].sent.bytes / 1e6:.1f} MB in {first[0].seconds:.1f} s")
@@ -384,12 +385,12 @@ def test_the_big_site_deploys_by_delta_is_served_and_rolls_back(
     assert fetch(big_lab, f"{BASEURL}/semesters/{sample.NO_INDEX}/")[0] in (403, 404)
 
     # a no-change deploy sends nothing
-    _, same = site.deploy_site(big_lab, big_site.source, log=quiet)
+    _, same = site.deploy_site(lab, big_site.source, log=quiet)
     assert [(r.action, r.sent) for r in same] == [("up to date", None)]
 
     # a one-page change: only what changed is sent, the rest is hard-linked
     sample.change_one_page(big_site, "delta-1")
-    _, delta = site.deploy_site(big_lab, big_site.source, log=quiet)
+    _, delta = site.deploy_site(lab, big_site.source, log=quiet)
     sent = delta[0].sent
     assert sent is not None and delta[0].action == "deployed"
     print(f"one-page deploy: {sent.bytes} bytes ({100 * sent.bytes / big_site.bytes:.3f}% "

@@ -18,6 +18,7 @@ from ops.errors import ExitCode, InputError, OpsError
 from ops.images import spec as spec_mod
 from ops.images import wheelhouse as wh
 from ops.images.spec import Lock
+from ops.inventory import load
 
 H1 = "sha256:" + "1" * 64
 H2 = "sha256:" + "2" * 64
@@ -328,7 +329,7 @@ def test_registry_from_the_lab_inventory_pushes_through_loopback(tmp_path: Path)
         "all:\n  children:\n    registry:\n      hosts:\n"
         "        ctl: {ansible_host: 127.0.0.1, ansible_port: 2222, "
         "lab_ports: {80: 1, 443: 2, 5000: 40005}}\n")
-    r = reg.from_inventory(inv, "course-ops/course")
+    r = reg.from_inventory(load(inv), "course-ops/course")
     assert r.address == "ctl:5000"
     assert r.push_address == "127.0.0.1:40005"
     assert r.ca == inv.resolve() / ".lab" / "tls" / "ca.crt"

@@ -125,12 +125,14 @@ def test_the_default_falls_back_to_any_variant_pushed_last() -> None:
 def test_playbook_vars_carry_the_store_tags_and_the_default(tmp_path: Path) -> None:
     import ops.cli  # noqa: F401  (registers ops.images.commands)
     from ops.images.commands import image_extra_vars
+    from ops.inventory import load
 
     (tmp_path / "group_vars").mkdir()
     (tmp_path / "group_vars" / "all.yml").write_text("gpu_count: 0\n")
     reg.save_state(tmp_path, {"cpu": {"tag": "cpu-d", "digest": "sha256:cpu-d",
                                       "pushed_at": "2026-04-01T00:00:00+00:00"}}, HISTORY[3:])
-    flag, text = image_extra_vars(tmp_path)
+    (tmp_path / "hosts.yml").write_text("all:\n  hosts:\n    ctl:\n")
+    flag, text = image_extra_vars(load(tmp_path))
     data = json.loads(text)
     assert flag == "-e"
     assert data["course_image_tags"] == [{"variant": "cpu", "tag": "cpu-d",

@@ -162,3 +162,35 @@ def test_a_big_file_without_aliases_is_not_refused(tmp_path: Path,
 def _write(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
+
+
+def test_the_inventory_is_loaded_in_one_place_per_command() -> None:
+    """Every command loads the inventory once (``Opts.inv``) and hands the object down; the
+    one other load is the site build's, which can do without an inventory."""
+    import ast
+
+    from ops import REPO_ROOT
+
+    calls = []
+    for path in sorted((REPO_ROOT / "ops").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and node.func.attr == "load"
+                    and isinstance(node.func.value, ast.Name)
+                    and node.func.value.id in ("inventory", "inv_mod")):
+                calls.append(str(path.relative_to(REPO_ROOT)))
+    assert sorted(calls) == ["ops/console.py", "ops/site/__init__.py"]
+
+
+def test_a_command_loads_the_inventory_once(monkeypatch: pytest.MonkeyPatch,
+                                            tmp_path: Path) -> None:
+    from ops import inventory
+    from ops.console import Opts
+
+    (tmp_path / "hosts.yml").write_text("all:\n  hosts:\n    ctl:\n")
+    loads: list[Path] = []
+    real = inventory.load
+    monkeypatch.setattr(inventory, "load", lambda d: loads.append(d) or real(d))
+    opts = Opts(inventory=tmp_path)
+    assert opts.inv is opts.inv and list(opts.inv.hosts) == ["ctl"]
+    assert loads == [tmp_path]

@@ -234,10 +234,10 @@ def test_a_sync_that_would_lock_much_of_the_class_stops_first(
     if limit is not None:
         gv += f"accounts_max_leavers: {limit}\n"
     inv = lab_like(tmp_path, gv, roster(30))
-    ctx = sync_mod.load_context(inv)
+    ctx = sync_mod.load_context(inventory.load(inv))
     ctx.statefile.save(allocate(ctx.roster, AccountsState(), ctx.cfg, "s"))
     (inv / "roster.csv").write_text(roster(kept))
-    ctx = sync_mod.load_context(inv)
+    ctx = sync_mod.load_context(inventory.load(inv))
     if stopped:
         with pytest.raises(Refused, match=rf"would lock {30 - kept} of 30 students \(more "
                                           rf"than accounts_max_leavers, {limit or 5}\)") as e:
@@ -261,7 +261,7 @@ def test_impossible_or_past_expiry_dates_name_file_and_line(tmp_path: Path, writ
 
     inv = lab_like(tmp_path, f"# the course\naccounts_roster: roster.csv\n{written}\n")
     with pytest.raises(InputError, match=re.escape(why)) as info:
-        sync_mod.load_context(inv, today=dt.date(2026, 12, 1))
+        sync_mod.load_context(inventory.load(inv), today=dt.date(2026, 12, 1))
     assert str(info.value).startswith(f"{inv / 'group_vars' / 'all.yml'}:3: ")
 
 
@@ -291,7 +291,7 @@ def test_a_used_up_id_range_names_the_inventory_variable(tmp_path: Path) -> None
 
     inv = lab_like(tmp_path, f"accounts_roster: roster.csv\naccounts_expire_date: '{FUTURE}'\n"
                              "accounts_uid_range: [20000, 20001]\n", roster(3))
-    ctx = sync_mod.load_context(inv)
+    ctx = sync_mod.load_context(inventory.load(inv))
     with pytest.raises(InputError) as info:
         allocate(ctx.roster, ctx.statefile.load(), ctx.cfg, ctx.statefile.path)
     assert str(info.value).startswith(f"{inv / 'group_vars' / 'all.yml'}:3: "
@@ -419,7 +419,7 @@ def test_verify_of_everything_lists_what_it_could_not_check(tmp_path: Path,
         Path(a).stem for a in argv if a.endswith(".py")) or 0)
     monkeypatch.setattr(verify_mod, "targets", lambda inv, areas: "local://")
     missing: dict[str, str] = {}
-    verify_mod.verify(inv, None, None, None, not_checked=missing)
+    verify_mod.verify(inv, None, None, None, not_checked=missing, inv=inventory.load(inv))
     assert "test_images" not in ran and "test_registry" in ran
     assert list(missing) == ["images"] and "no course image has been pushed" in missing["images"]
 

@@ -97,7 +97,7 @@ def test_every_tool_gets_the_same_config(jump_inv: inventory.Inventory,
     assert "ProxyJump login" in Path(data["ssh_config_file"]).read_text()
     assert not {"ssh_port", "ssh_key"} & data.keys() and data["ssh_user"] == "admin"
     # Ansible: ansible.cfg's ssh_args after -F the config of every host
-    p = machines.playbook_argv(jump_inv.dir, inv=jump_inv)
+    p = machines.playbook_argv(jump_inv)
     assert p[:4] == ["ansible-playbook", "-i", str(jump_inv.dir / "hosts.yml"),
                      str(machines.PLAYBOOKS / "site.yml")]
     assert p[4] == "-e"
@@ -200,7 +200,8 @@ def test_verify_runs_one_pytest_session_over_the_inventory_config(
 
     argv = verify.pytest_argv(jump_inv.dir, ["accounts", "gpu"],
                               {a: verify.targets(jump_inv, [a]) for a in ("accounts", "gpu")},
-                              tmp_path / "j.xml", None, 0, tmp_path / "ssh_config")
+                              tmp_path / "j.xml", None, 0, tmp_path / "ssh_config",
+                              inv=jump_inv)
     assert argv[1:3] == ["-m", "pytest"]
     assert json.loads(next(a for a in argv if a.startswith("--ops-targets="))
                       .split("=", 1)[1]) == {

@@ -13,6 +13,7 @@ import pytest
 from ops import REPO_ROOT
 from ops.accounts.model import allocate
 from ops.accounts.sync import load_context
+from ops.inventory import load
 from ops.sample import make_class
 from ops.state import AccountsState
 from tests.infra.conftest import Expected
@@ -25,7 +26,7 @@ def expected_for(tmp_path: Path, n_pairs: int) -> Expected:
     (inv / "roster.csv").write_text(make_class(n_pairs, 1))
     (inv / "hosts.yml").write_text("all:\n  children:\n    slurm_controller:\n      hosts:\n"
                                    "        ctl:\n    gpu_servers:\n      hosts:\n        gpu1:\n")
-    ctx = load_context(inv, today=dt.date(2026, 1, 1))
+    ctx = load_context(load(inv), today=dt.date(2026, 1, 1))
     state = allocate(ctx.roster, AccountsState(), ctx.cfg, inv / "state" / "accounts.json")
     return Expected(ctx.cfg, state, ctx.roster)
 

@@ -25,7 +25,6 @@ import re
 import shlex
 import shutil
 import socket
-import subprocess
 import tarfile
 import time
 from collections.abc import Mapping, Sequence
@@ -40,7 +39,7 @@ from docker.models.containers import _create_container_args
 
 from ops import Log, engine, rootfs, tls
 from ops.errors import InputError, OpsError, RemoteError
-from ops.run import capture, last_line, output, tool
+from ops.run import TimedOut, capture, last_line, output, tool
 
 _LOG = logging.getLogger(__name__)
 
@@ -488,10 +487,11 @@ def ssh_argv(key: Path, port: int, *command: str) -> list[str]:
 
 def _ssh_error(key: Path, port: int) -> str | None:
     """None when ``ssh ... true`` works, else why not."""
+    argv = ssh_argv(key, port, "true")  # no ssh client here: an error now, not "not ready"
     try:
-        done = capture(ssh_argv(key, port, "true"), what="ssh", timeout=_SSH_TIMEOUT,
-                       stdin=subprocess.DEVNULL, level=logging.DEBUG)
-    except OpsError as exc:
+        done = capture(argv, what="ssh", timeout=_SSH_TIMEOUT, error=TimedOut,
+                       level=logging.DEBUG)
+    except TimedOut as exc:
         return exc.message
     return None if done.returncode == 0 else last_line(done.stderr)
 

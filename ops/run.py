@@ -25,11 +25,20 @@ PACKAGES = {"ssh": "openssh-client", "rsync": "rsync", "git": "git", "openssl": 
 _PIP_HINT = "install course-ops with its dependencies: pip install -e ."
 
 
-def _missing(argv: Sequence[str], error: type[OpsError]) -> OpsError:
+class TimedOut(OpsError):
+    """A tool that did not finish in its time (for a caller that waits and tries again)."""
+
+
+def _missing(argv: Sequence[str], exc: FileNotFoundError) -> OpsError:
+    """A tool that is not here (a local problem, whatever host the tool was to reach), or
+    the directory it was to run in."""
+    if exc.filename not in (None, argv[0]):
+        return OpsError(f"{exc.filename}: no such file or directory",
+                        hint=f"needed to run {Path(argv[0]).name}")
     name = Path(argv[0]).name
     package = PACKAGES.get(name)
-    return error(f"{name} is not installed",
-                 hint=f"apt-get install {package}" if package else _PIP_HINT)
+    return OpsError(f"{name} is not installed",
+                    hint=f"apt-get install {package}" if package else _PIP_HINT)
 
 
 def _shown(argv: Sequence[str], shown: Sequence[str] | None) -> str:
@@ -44,8 +53,8 @@ def run(
     log.info("$ %s", shlex.join(argv))
     try:
         return subprocess.call(list(argv), cwd=cwd, env=full_env)
-    except FileNotFoundError:
-        raise _missing(argv, OpsError) from None
+    except FileNotFoundError as exc:
+        raise _missing(argv, exc) from None
 
 
 def capture(argv: Sequence[str], *, what: str, timeout: float | None = None,
@@ -58,19 +67,23 @@ def capture(argv: Sequence[str], *, what: str, timeout: float | None = None,
     """Run a tool and return what it printed and its exit code (not checked here).
 
     ``what`` names the step in the timeout's message ("WHAT did not finish in N s");
-    ``error`` is the OpsError class raised for that and for a missing tool; ``shown`` is
-    the argv logged in place of ``argv`` (a script argument abbreviated); ``merge`` sends
-    stderr into stdout."""
+    ``error`` is the OpsError class raised for that (a missing tool is always an
+    OpsError); ``shown`` is the argv logged in place of ``argv`` (a script argument
+    abbreviated); ``merge`` sends stderr into stdout. Without ``input`` or ``stdin`` the
+    tool reads nothing (``/dev/null``): no tool run here may take the terminal's input."""
+    if input is not None and stdin is not None:
+        raise ValueError("capture: input and stdin are exclusive")
     log.log(level, "$ %s", _shown(argv, shown))
     try:
         return subprocess.run(
             list(argv), input=input, text=text, cwd=cwd,
             env=dict(env) if env is not None else None,
-            stdin=stdin if input is None else None, stdout=subprocess.PIPE,
+            stdin=None if input is not None else subprocess.DEVNULL if stdin is None else stdin,
+            stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT if merge else subprocess.PIPE,
             timeout=timeout, umask=umask, check=False)
-    except FileNotFoundError:
-        raise _missing(argv, error) from None
+    except FileNotFoundError as exc:
+        raise _missing(argv, exc) from None
     except subprocess.TimeoutExpired:
         raise error(f"{what} did not finish in {timeout:g} s", hint=hint) from None
 
@@ -82,8 +95,8 @@ def start(argv: Sequence[str], *, stdout: int | IO[Any] | None = subprocess.PIPE
     log.log(level, "$ %s", shlex.join(argv))
     try:
         return subprocess.Popen(list(argv), stdout=stdout, stderr=stderr, **kw)
-    except FileNotFoundError:
-        raise _missing(argv, OpsError) from None
+    except FileNotFoundError as exc:
+        raise _missing(argv, exc) from None
 
 
 def tool(name: str, package: str) -> str:

@@ -415,6 +415,8 @@ def build_options(inventory_dir: Path, inv: inv_mod.Inventory | None = None) -> 
     hosts = inv.hosts_in("web") if inv else []
     if hosts:
         found = hosts[0].vars
+    elif inv is not None:
+        found = inv.vars
     else:
         try:
             found = inv_mod.load_vars_only(inventory_dir)

@@ -43,7 +43,10 @@ def git_describe(source: Path) -> str:
         return "nogit"
     if sha.returncode != 0 or not sha.stdout.strip():
         return "nogit"
-    status = git("status", "--porcelain", "--untracked-files=normal", "--", ".")
+    try:
+        status = git("status", "--porcelain", "--untracked-files=normal", "--", ".")
+    except OpsError:  # it did not answer in time: say dirty, not clean
+        return sha.stdout.strip() + "-dirty"
     dirty = status.returncode != 0 or bool(status.stdout.strip())
     return sha.stdout.strip() + ("-dirty" if dirty else "")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -25,10 +26,23 @@ def test_capture_merges_and_passes_bytes() -> None:
 
 
 def test_a_missing_tool_names_the_package_that_has_it() -> None:
-    with pytest.raises(RemoteError) as exc:
+    with pytest.raises(OpsError) as exc:  # a local problem, not an unreachable host
         run.capture(["/nonexistent/rsync", "-a"], what="x", error=RemoteError)
-    assert exc.value.message == "rsync is not installed"
+    assert type(exc.value) is OpsError and exc.value.message == "rsync is not installed"
     assert exc.value.hint == "apt-get install rsync"
+
+
+def test_a_missing_directory_is_not_a_missing_tool(tmp_path: Path) -> None:
+    with pytest.raises(OpsError, match="no such file or directory"):
+        run.capture([sys.executable, "-c", "pass"], what="x", cwd=tmp_path / "gone")
+
+
+def test_a_tool_reads_nothing_unless_given_input() -> None:
+    done = run.capture([sys.executable, "-c", "import sys; print(repr(sys.stdin.read()))"],
+                       what="x")
+    assert done.stdout == "''\n"
+    with pytest.raises(ValueError):
+        run.capture(["true"], what="x", input="a", stdin=0)
 
 
 def test_a_timeout_is_one_line_naming_the_step() -> None:

@@ -74,11 +74,14 @@ def capture(argv: Sequence[str], *, what: str, timeout: float | None = None,
     if input is not None and stdin is not None:
         raise ValueError("capture: input and stdin are exclusive")
     log.log(level, "$ %s", _shown(argv, shown))
+    # either input or stdin, never both keys: gevent's subprocess (pyinfra patches it in)
+    # refuses a stdin key next to input even when it is None
+    feed: dict[str, Any] = ({"input": input} if input is not None else
+                            {"stdin": subprocess.DEVNULL if stdin is None else stdin})
     try:
         return subprocess.run(
-            list(argv), input=input, text=text, cwd=cwd,
+            list(argv), **feed, text=text, cwd=cwd,
             env=dict(env) if env is not None else None,
-            stdin=None if input is not None else subprocess.DEVNULL if stdin is None else stdin,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT if merge else subprocess.PIPE,
             timeout=timeout, umask=umask, check=False)

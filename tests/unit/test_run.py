@@ -64,3 +64,23 @@ def test_output_raises_with_the_last_line() -> None:
         run.output([sys.executable, "-c", "import sys; print('first\\nsecond', "
                     "file=sys.stderr); sys.exit(1)"])
     assert run.output([sys.executable, "-c", "print('ok')"]) == "ok\n"
+
+
+def test_input_is_fed_without_a_stdin_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """gevent's subprocess.run (pyinfra patches it in during an accounts run) refuses a
+    ``stdin`` key beside ``input``, even one that is None."""
+    import subprocess
+
+    seen: dict[str, object] = {}
+
+    def strict_run(argv: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
+        if kw.get("input") is not None and "stdin" in kw:
+            raise ValueError("stdin and input arguments may not both be used.")
+        seen.update(kw)
+        return subprocess.CompletedProcess(argv, 0, "", "")
+
+    monkeypatch.setattr(run.subprocess, "run", strict_run)
+    run.capture(["openssl"], what="x", input="secret")
+    assert seen["input"] == "secret" and "stdin" not in seen
+    run.capture(["ssh"], what="x")
+    assert seen["stdin"] == subprocess.DEVNULL

@@ -57,8 +57,8 @@ class Opts:
     @property
     def inv(self) -> Inventory:
         """The inventory, loaded once per command and handed down from here (a malformed
-        one stops the command here, before any host)."""
-        if self._inv is None or self._inv.dir != self.inventory.resolve():
+        one stops the command here, before any host). ``-i`` forgets it."""
+        if self._inv is None:
             from ops import inventory
 
             self._inv = inventory.load(self.inventory)
@@ -75,6 +75,8 @@ def _set(attr: str) -> Callable[[click.Context, click.Parameter, Any], Any]:
         opts = ctx.find_object(Opts) or ctx.ensure_object(Opts)
         if value not in (None, 0, False):
             setattr(opts, attr, Path(value) if attr == "inventory" else value)
+            if attr == "inventory":
+                opts._inv = None  # loaded from the directory given last
         return value
 
     return cb

@@ -41,10 +41,6 @@ def _missing(argv: Sequence[str], exc: FileNotFoundError) -> OpsError:
                     hint=f"apt-get install {package}" if package else _PIP_HINT)
 
 
-def _shown(argv: Sequence[str], shown: Sequence[str] | None) -> str:
-    return shlex.join(shown if shown is not None else argv)
-
-
 def run(
     argv: Sequence[str], *, cwd: Path | None = None, env: Mapping[str, str] | None = None
 ) -> int:
@@ -73,7 +69,7 @@ def capture(argv: Sequence[str], *, what: str, timeout: float | None = None,
     tool reads nothing (``/dev/null``): no tool run here may take the terminal's input."""
     if input is not None and stdin is not None:
         raise ValueError("capture: input and stdin are exclusive")
-    log.log(level, "$ %s", _shown(argv, shown))
+    log.log(level, "$ %s", shlex.join(argv if shown is None else shown))
     # either input or stdin, never both keys: gevent's subprocess (pyinfra patches it in)
     # refuses a stdin key next to input even when it is None
     feed: dict[str, Any] = ({"input": input} if input is not None else

@@ -34,7 +34,6 @@ import re
 import secrets
 import shlex
 import shutil
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -225,7 +224,7 @@ def _rsync(host: Host, root: str, src: Path, dest: str, link_dests: list[str], *
                        hint="apt-get install rsync")
     argv = rsync_argv(host, root, src, dest, link_dests)
     done = run_mod.capture(argv, what=f"{host.name}: {what}", timeout=RSYNC_TIMEOUT,
-                           text=False, stdin=subprocess.DEVNULL, error=RemoteError)
+                           text=False, error=RemoteError)
     out = done.stdout.decode("utf-8", "replace")
     err = done.stderr.decode("utf-8", "replace").strip().splitlines()
     if done.returncode == EXIT_LOCKED:

@@ -8,7 +8,9 @@ worktree of it runs against the same lab, the same inventory, the same hosts):
   of checks per host, which must be the same for both (every check still runs);
 - a second ``ops -y provision`` that changes nothing (target: at most 45 s), with changed=0
   on every host, and its machines phase (ansible-playbook) alone (target: at most 20 s),
-  read from ``--timings``; the baseline's machines phase is timed around its run.
+  read from ``--timings``; the baseline's machines phase is timed around its run;
+- the same no-op provision of this checkout with Ansible's own ``linear`` strategy
+  (``ANSIBLE_STRATEGY=linear``), which says what Mitogen's strategy bought.
 
 It prints the ratios new / baseline. Figures depend on the machine: the note names it.
 
@@ -39,11 +41,11 @@ _MACHINES = re.compile(r"machines \(ansible-playbook\)\s*│?\s*([\d.]+)")
 class Checkout:
     """A checkout of course-ops whose own `ops` runs (this one, or a baseline worktree)."""
 
-    def __init__(self, root: Path, inventory: Path) -> None:
-        self.root, self.inventory = root, inventory.resolve()
+    def __init__(self, root: Path, inventory: Path, env: dict[str, str] | None = None) -> None:
+        self.root, self.inventory, self.env = root, inventory.resolve(), env or {}
 
     def ops(self, *args: str) -> tuple[float, subprocess.CompletedProcess[str]]:
-        env = {**os.environ, "PYTHONPATH": str(self.root), "COLUMNS": "200"}
+        env = {**os.environ, "PYTHONPATH": str(self.root), "COLUMNS": "200", **self.env}
         t0 = time.monotonic()
         p = subprocess.run([sys.executable, "-m", "ops", "-i", str(self.inventory), *args],
                            cwd=self.root, env=env, capture_output=True, text=True)
@@ -104,7 +106,9 @@ def main() -> None:
                         str(base_root), args.baseline], check=True)
         try:
             new, old = Checkout(REPO, args.inventory), Checkout(base_root, args.inventory)
-            rows: dict[str, dict[str, list[float]]] = {"new": {}, "baseline": {}}
+            linear = Checkout(REPO, args.inventory, {"ANSIBLE_STRATEGY": "linear"})
+            rows: dict[str, dict[str, list[float]]] = {"new": {}, "baseline": {},
+                                                       "new, linear": {}}
             counts: dict[str, Counter[str]] = {}
             for _ in range(args.n):
                 for name, c in (("baseline", old), ("new", new)):
@@ -121,17 +125,28 @@ def main() -> None:
                 seconds, _, changed = old.provision(timings=False)
                 rows["baseline"].setdefault("no-op provision", []).append(seconds)
                 rows["baseline"].setdefault("machines phase", []).append(machines_alone(old))
+                seconds, machines, changed = linear.provision(timings=True)
+                if any(changed.values()):
+                    raise SystemExit(f"the no-op provision changed something: {changed}")
+                rows["new, linear"].setdefault("no-op provision", []).append(seconds)
+                if machines is not None:
+                    rows["new, linear"].setdefault("machines phase", []).append(machines)
         finally:
             subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force",
                             str(base_root)], check=False)
 
     targets = {"verify": 15.0, "no-op provision": 45.0, "machines phase": 20.0}
-    print(f"{'':18} {'baseline':>10} {'new':>10} {'ratio':>7} {'target':>8}")
+    def median(name: str, what: str) -> float:
+        return statistics.median(rows[name].get(what, [float("nan")]))
+
+    print(f"{'':18} {'baseline':>10} {'new':>10} {'ratio':>7} {'target':>8}"
+          f" {'new, linear':>12} {'ratio':>7}")
     for what, target in targets.items():
-        b = statistics.median(rows["baseline"].get(what, [float("nan")]))
-        n = statistics.median(rows["new"].get(what, [float("nan")]))
+        b, n, lin = median("baseline", what), median("new", what), median("new, linear", what)
         met = "met" if n <= target else "MISSED"
-        print(f"{what:18} {b:9.1f}s {n:9.1f}s {n / b:7.2f} {target:6.0f} s {met}")
+        tail = "" if lin != lin else f" {lin:11.1f}s {n / lin:7.2f}"  # NaN: not measured
+        print(f"{what:18} {b:9.1f}s {n:9.1f}s {n / b:7.2f} {target:6.0f} s {met:6}{tail}")
+    print("(new, linear: this checkout with ANSIBLE_STRATEGY=linear; its ratio is new / it)")
     print("checks per host (baseline -> new; before stop 19 a check a mark skips is placed "
           "by its test id, which may read 'gpu1-/dev/nvidia0'):")
     for host in sorted(set(counts["baseline"]) | set(counts["new"])):

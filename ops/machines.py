@@ -136,6 +136,7 @@ def run_playbook(argv: list[str], *, quiet: bool = False,
     role and the dict gets its seconds."""
     env = {**os.environ, "ANSIBLE_CONFIG": str(REPO_ROOT / "ansible.cfg"),
            "ANSIBLE_ROLES_PATH": str(REPO_ROOT / "roles"),
+           "ANSIBLE_FILTER_PLUGINS": str(REPO_ROOT / "plugins" / "filter"),
            "ANSIBLE_FORCE_COLOR": "1" if sys.stdout.isatty() else "0",
            **strategy_env(os.environ)}
     if role_times is not None:

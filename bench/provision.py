@@ -21,6 +21,7 @@ It prints the ratios new / baseline. Figures depend on the machine: the note nam
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 import statistics
@@ -115,22 +116,22 @@ def main() -> None:
                     seconds, per_host = c.verify()
                     rows[name].setdefault("verify", []).append(seconds)
                     counts[name] = per_host
-            for _ in range(args.n):
-                seconds, machines, changed = new.provision(timings=True)
+
+            def timed_noop(name: str, c: Checkout) -> None:
+                """A no-op provision of ``c`` with --timings, into rows[name]."""
+                seconds, machines, changed = c.provision(timings=True)
                 if any(changed.values()):
                     raise SystemExit(f"the no-op provision changed something: {changed}")
-                rows["new"].setdefault("no-op provision", []).append(seconds)
+                rows[name].setdefault("no-op provision", []).append(seconds)
                 if machines is not None:
-                    rows["new"].setdefault("machines phase", []).append(machines)
+                    rows[name].setdefault("machines phase", []).append(machines)
+
+            for _ in range(args.n):
+                timed_noop("new", new)
                 seconds, _, changed = old.provision(timings=False)
                 rows["baseline"].setdefault("no-op provision", []).append(seconds)
                 rows["baseline"].setdefault("machines phase", []).append(machines_alone(old))
-                seconds, machines, changed = linear.provision(timings=True)
-                if any(changed.values()):
-                    raise SystemExit(f"the no-op provision changed something: {changed}")
-                rows["new, linear"].setdefault("no-op provision", []).append(seconds)
-                if machines is not None:
-                    rows["new, linear"].setdefault("machines phase", []).append(machines)
+                timed_noop("new, linear", linear)
         finally:
             subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force",
                             str(base_root)], check=False)
@@ -144,7 +145,7 @@ def main() -> None:
     for what, target in targets.items():
         b, n, lin = median("baseline", what), median("new", what), median("new, linear", what)
         met = "met" if n <= target else "MISSED"
-        tail = "" if lin != lin else f" {lin:11.1f}s {n / lin:7.2f}"  # NaN: not measured
+        tail = "" if math.isnan(lin) else f" {lin:11.1f}s {n / lin:7.2f}"  # not measured
         print(f"{what:18} {b:9.1f}s {n:9.1f}s {n / b:7.2f} {target:6.0f} s {met:6}{tail}")
     print("(new, linear: this checkout with ANSIBLE_STRATEGY=linear; its ratio is new / it)")
     print("checks per host (baseline -> new; before stop 19 a check a mark skips is placed "

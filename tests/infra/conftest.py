@@ -36,6 +36,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--ops-targets", default=None,
                 help="JSON: spec (test_<spec>.py) -> its targets, comma-separated, as "
                      "--hosts takes them; one session checks every spec on its own hosts")
+    g.addoption("--ops-hostless-elsewhere", default="",
+                help="specs (comma-separated) whose checks that run on no host another "
+                     "session of the same `ops verify` runs: left out of this one")
 
 
 @dataclass
@@ -217,11 +220,25 @@ def on_every_host_at_once(request: pytest.FixtureRequest, host: Any,
     return _READS[key].result() if key in _READS else read(host)
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Name each check's host in the JUnit XML, for the per-host summary of `ops verify`:
-    at collection, so a check skipped by a mark or a fixture still counts for its host."""
+    at collection, so a check skipped by a mark or a fixture still counts for its host.
+    The host-less checks of the specs ``--ops-hostless-elsewhere`` names are deselected
+    (another session runs them: each check runs once per `ops verify`)."""
+    elsewhere = {f"test_{s}" for s in config.getoption("--ops-hostless-elsewhere").split(",")
+                 if s}
+    kept, dropped = [], []
     for item in items:
         target = _target_of(item)
         if target is not None:
             item.user_properties.append(
                 ("host", target.backend.get_pytest_id().split("://", 1)[-1] or "local"))
+        module = getattr(item, "module", None)
+        if (target is None and module is not None
+                and module.__name__.rsplit(".", 1)[-1] in elsewhere):
+            dropped.append(item)
+        else:
+            kept.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept

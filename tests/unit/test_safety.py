@@ -415,9 +415,11 @@ def test_verify_of_everything_lists_what_it_could_not_check(tmp_path: Path,
 
     inv = lab_like(tmp_path)
     ran: list[str] = []
-    monkeypatch.setattr(verify_mod, "run", lambda argv, **k: ran.extend(
-        Path(a).stem for a in argv if a.endswith(".py")) or 0)
+    monkeypatch.setattr(verify_mod, "_run_sessions", lambda argvs: ran.extend(
+        Path(a).stem for argv in argvs for a in argv if a.endswith(".py")) or 0)
     monkeypatch.setattr(verify_mod, "targets", lambda inv, areas: "local://")
+    monkeypatch.setattr(verify_mod, "sessions",
+                        lambda inv, specs: [dict.fromkeys(specs, "local://")])
     missing: dict[str, str] = {}
     verify_mod.verify(inv, None, None, None, not_checked=missing, inv=inventory.load(inv))
     assert "test_images" not in ran and "test_registry" in ran

@@ -138,6 +138,7 @@ def run_playbook(argv: list[str], *, quiet: bool = False,
     env = {**os.environ, "ANSIBLE_CONFIG": str(REPO_ROOT / "ansible.cfg"),
            "ANSIBLE_ROLES_PATH": str(REPO_ROOT / "roles"),
            "ANSIBLE_FILTER_PLUGINS": str(REPO_ROOT / "plugins" / "filter"),
+           "ANSIBLE_LIBRARY": str(REPO_ROOT / "plugins" / "modules"),
            "ANSIBLE_FORCE_COLOR": "1" if sys.stdout.isatty() else "0",
            **strategy_env(os.environ)}
     if role_times is not None:

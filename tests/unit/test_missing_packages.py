@@ -39,6 +39,44 @@ def test_without_package_facts_every_package_is_missing() -> None:
     assert packages.missing_packages("munge", {"packages": "?"}) == ["munge"]
 
 
+def test_the_names_dpkg_packages_sets_are_read_as_installed() -> None:
+    facts = {"course_ops_packages": "munge\nslurmd\n"}
+    assert packages.missing_packages(["munge", "slurmd", "slurm-client"], facts) == [
+        "slurm-client"]
+    # an empty system: every package is missing, not "unknown"
+    assert packages.missing_packages("munge", {"course_ops_packages": ""}) == ["munge"]
+    # the compact names win over package_facts' mapping where a run has both
+    both = {"course_ops_packages": "munge", "packages": {"slurmd": [{}]}}
+    assert packages.missing_packages(["munge", "slurmd"], both) == ["slurmd"]
+
+
+_mspec = importlib.util.spec_from_file_location(
+    "course_ops_module_dpkg_packages", REPO_ROOT / "plugins" / "modules" / "dpkg_packages.py")
+assert _mspec is not None and _mspec.loader is not None
+dpkg_packages = importlib.util.module_from_spec(_mspec)
+_mspec.loader.exec_module(dpkg_packages)
+
+
+def test_dpkg_packages_lists_only_what_dpkg_calls_installed() -> None:
+    """dpkg-query's lines (status, name): a package removed with its configuration kept
+    or half-installed is not installed, so its apt task runs and puts it back."""
+    out = ("installed munge\n"
+           "config-files unattended-upgrades\n"
+           "installed slurmd\n"
+           "half-installed podman\n"
+           "not-installed curl\n"
+           "installed munge\n"  # multi-arch: one name
+           "\n")
+    assert dpkg_packages.installed(out) == "munge\nslurmd"
+    names = {"course_ops_packages": dpkg_packages.installed(out)}
+    assert packages.missing_packages(["munge", "unattended-upgrades", "podman"], names) == [
+        "unattended-upgrades", "podman"]
+
+
+def test_dpkg_packages_asks_dpkg_for_the_status_and_the_name() -> None:
+    assert dpkg_packages.FORMAT == r"${db:Status-Status} ${Package}\n"
+
+
 def test_the_filter_is_registered_under_its_name() -> None:
     assert packages.FilterModule().filters() == {"missing_packages": packages.missing_packages}
 

@@ -27,7 +27,7 @@ import shutil
 import socket
 import tarfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -718,7 +718,7 @@ def down(inventory_dir: Path, *, remove_image: bool = False, log: Log = _LOG.inf
         log(f"lab {lab} is already down")
 
 
-def _at_once(remove: Any, things: list[Any]) -> int:
+def _at_once(remove: Callable[[Any], object], things: list[Any]) -> int:
     """``remove`` each of ``things`` at once; how many. Most of a lab's removal is the
     engine deleting files (a GPU node holds the course image in its Docker's volume), and
     the nodes' deletions need not wait for one another."""
